@@ -1,0 +1,46 @@
+# Two commands do everything on a fresh machine: `make demo` and `make test`.
+# Each creates .venv if missing, installs the pinned requirements, builds vision_msgs into the venv,
+# then runs. Finished steps are remembered in .venv/.stamps and skipped on the next run.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMPS := $(VENV)/.stamps
+# ROS 2 stays on this machine: loopback discovery and a domain id unique to this run.
+ROS_ENV := ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST ROS_DOMAIN_ID=$$(( ($$$$ % 90) + 10 ))
+
+.PHONY: setup test demo lint bench clean-venv
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+$(STAMPS)/requirements: requirements/base.txt requirements/ros.txt requirements/dev.txt | $(PY)
+	$(PY) -m pip install -q -r requirements/base.txt -r requirements/ros.txt -r requirements/dev.txt
+	mkdir -p $(STAMPS) && touch $@
+
+$(STAMPS)/vision_msgs: $(STAMPS)/requirements scripts/build_vision_msgs.sh $(wildcard interfaces/vision_msgs/msg/*.msg) interfaces/vision_msgs/CMakeLists.txt
+	bash scripts/build_vision_msgs.sh $(abspath $(VENV))
+	touch $@
+
+$(STAMPS)/package: $(STAMPS)/vision_msgs setup.py
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	touch $@
+
+setup: $(STAMPS)/package
+
+test: setup
+	$(ROS_ENV) $(PY) -m ruff check .
+	$(ROS_ENV) $(PY) -m pytest -q -ra test
+
+demo: setup
+	$(ROS_ENV) $(PY) -m panoptic_depthlab_core.cli demo --out demo_out
+
+lint: setup
+	$(PY) -m ruff check .
+
+bench: setup
+	$(ROS_ENV) $(PY) benchmarks/postprocess.py
+
+clean-venv:
+	rm -rf $(VENV)

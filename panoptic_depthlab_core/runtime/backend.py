@@ -1,0 +1,49 @@
+"""Backend protocol and factory.
+
+A backend takes float32 RGB 0-255 images ``[B, 3, H, W]`` (a torch tensor on the backend's device)
+and returns the model's output dict (``sem_logits``, ``center``, ``offset``, ``depth``) as torch
+tensors on that device, so post-processing never depends on which engine ran the network.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import torch
+
+
+@dataclass
+class BackendConfig:
+    name: Literal["torch", "onnxruntime", "tensorrt"] = "torch"
+    device: str = "cpu"  # "cpu", "cuda", "cuda:1"
+    precision: Literal["fp32", "fp16", "bf16"] = "fp32"
+    channels_last: bool = False
+    cuda_graph: bool = False  # torch backend: capture one graph for the fixed input shape
+    onnx_path: str = ""  # onnxruntime / tensorrt: exported model (built from the weights if empty)
+    engine_cache_dir: str = ""  # tensorrt: where engines and their sidecars live
+    allow_engine_rebuild: bool = True
+    num_threads: int = 0  # CPU intra-op threads; 0 = library default
+
+
+class Backend(Protocol):
+    device: torch.device
+
+    def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]: ...
+
+
+def create_backend(cfg: BackendConfig, model: torch.nn.Module, input_hw: tuple[int, int]) -> Backend:
+    """Build the backend ``cfg.name`` for ``model`` at the fixed network input size ``input_hw``."""
+    if cfg.name == "torch":
+        from .torch_backend import TorchBackend
+
+        return TorchBackend(model, cfg, input_hw)
+    if cfg.name == "onnxruntime":
+        from .onnxruntime_backend import OnnxRuntimeBackend
+
+        return OnnxRuntimeBackend(model, cfg, input_hw)
+    if cfg.name == "tensorrt":
+        from .tensorrt_backend import TensorRTBackend
+
+        return TensorRTBackend(model, cfg, input_hw)
+    raise ValueError(f"unknown backend {cfg.name!r}; expected torch, onnxruntime or tensorrt")
