@@ -19,7 +19,8 @@ $(STAMPS)/requirements: requirements/base.txt requirements/ros.txt requirements/
 	$(PY) -m pip install -q -r requirements/base.txt -r requirements/ros.txt -r requirements/dev.txt
 	mkdir -p $(STAMPS) && touch $@
 
-$(STAMPS)/vision_msgs: $(STAMPS)/requirements scripts/build_vision_msgs.sh $(wildcard interfaces/vision_msgs/msg/*.msg) interfaces/vision_msgs/CMakeLists.txt
+$(STAMPS)/vision_msgs: $(STAMPS)/requirements scripts/build_vision_msgs.sh requirements/ros-build.txt \
+		$(wildcard interfaces/vision_msgs/msg/*.msg) interfaces/vision_msgs/CMakeLists.txt interfaces/vision_msgs/package.xml
 	bash scripts/build_vision_msgs.sh $(abspath $(VENV))
 	touch $@
 

@@ -17,7 +17,10 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["panoptic_depthlab_core*", "panoptic_depthlab_ros*"]),
-    package_data={"panoptic_depthlab_core": ["configs/*.yaml", "weights/*.safetensors", "weights/*.json", "weights/*.md"]},
+    package_data={
+        "panoptic_depthlab_core": ["default_model/*.yaml", "default_model/*.safetensors", "default_model/*.md"],
+        "panoptic_depthlab_ros": ["msg_defs/vision_msgs/*.msg"],
+    },
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),

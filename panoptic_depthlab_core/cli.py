@@ -15,21 +15,52 @@ import sys
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "convert-d2": ("panoptic_depthlab_core.weights", "convert a detectron2 Panoptic-DeepLab .pkl to safetensors"),
     "infer": ("panoptic_depthlab_core.infer_cli", "run the model on images, write overlays/depth/panoptic/JSON"),
+    "synth": ("panoptic_depthlab_core.data.synthetic.cli", "write a synthetic street data set in Cityscapes layout"),
+    "train": ("panoptic_depthlab_core.train.cli", "train the model (single process or torchrun)"),
+    "eval": ("panoptic_depthlab_core.eval.cli", "evaluate a model: PQ, mIoU, depth, DPQ, per-segment distance"),
+    "synth-bag": (
+        "panoptic_depthlab_ros.bags.synth_bag",
+        "write a synthetic drive with GT depth/panoptic as a rosbag2 bag",
+    ),
+    "cityscapes-bag": (
+        "panoptic_depthlab_ros.bags.cityscapes_bag",
+        "write Cityscapes frames (+ camera_info, GT) as a bag",
+    ),
+    "bag-eval": (
+        "panoptic_depthlab_ros.bags.bag_eval",
+        "run the node's processing over a bag; output bag + metrics",
+    ),
+    "play": (
+        "panoptic_depthlab_ros.bags.play",
+        "publish a bag over rclpy at its recorded rate (like ros2 bag play)",
+    ),
+    "record": (
+        "panoptic_depthlab_ros.bags.record",
+        "record topics over rclpy into a bag (like ros2 bag record)",
+    ),
+    "demo": (
+        "panoptic_depthlab_core.demo",
+        "synthetic drive -> live node -> recorded outputs + metrics report",
+    ),
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """All subcommands are listed; only ``command``'s module is imported to add its arguments."""
     parser = argparse.ArgumentParser(prog="panoptic-depthlab", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in SUBCOMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(_module=module_name)
-        importlib.import_module(module_name).add_arguments(p)
+        if name == command:
+            importlib.import_module(module_name).add_arguments(p)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    command = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(command).parse_args(argv)
     module = importlib.import_module(args._module)
     try:
         return int(module.run(args) or 0)
