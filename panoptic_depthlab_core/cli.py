@@ -15,9 +15,9 @@ import sys
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "convert-d2": ("panoptic_depthlab_core.weights", "convert a detectron2 Panoptic-DeepLab .pkl to safetensors"),
     "infer": ("panoptic_depthlab_core.infer_cli", "run the model on images, write overlays/depth/panoptic/JSON"),
-    "synth": ("panoptic_depthlab_core.data.synthetic.cli", "write a synthetic street data set in Cityscapes layout"),
+    "synth": ("panoptic_depthlab_core.data.synthetic.cli", "write a synthetic street data set (Cityscapes)"),
     "train": ("panoptic_depthlab_core.train.cli", "train the model (single process or torchrun)"),
-    "eval": ("panoptic_depthlab_core.eval.cli", "evaluate a model: PQ, mIoU, depth, DPQ, per-segment distance"),
+    "eval": ("panoptic_depthlab_core.eval.cli", "evaluate: PQ, mIoU, depth, DPQ, per-segment distance"),
     "synth-bag": (
         "panoptic_depthlab_ros.bags.synth_bag",
         "write a synthetic drive with GT depth/panoptic as a rosbag2 bag",
@@ -38,6 +38,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "panoptic_depthlab_ros.bags.record",
         "record topics over rclpy into a bag (like ros2 bag record)",
     ),
+    "export": ("panoptic_depthlab_core.export.cli", "export ONNX; build/validate cached TensorRT engines"),
+    "bench": ("panoptic_depthlab_core.bench", "benchmark stages + end to end per backend/precision/size"),
     "demo": (
         "panoptic_depthlab_core.demo",
         "synthetic drive -> live node -> recorded outputs + metrics report",

@@ -63,7 +63,7 @@ class PanopticDepthLab(nn.Module):
         center, offset = self.ins_embed_head(features)
         depth = self.depth_head(features)
         outputs = {}
-        for name, y in zip(OUTPUT_NAMES, (sem_logits, center, offset, depth)):
+        for name, y in zip(OUTPUT_NAMES, (sem_logits, center, offset, depth), strict=True):
             y = F.interpolate(y, scale_factor=COMMON_STRIDE, mode="bilinear", align_corners=False)
             if name == "offset":
                 y = y * COMMON_STRIDE

@@ -17,7 +17,7 @@ import torch
 class BackendConfig:
     name: Literal["torch", "onnxruntime", "tensorrt"] = "torch"
     device: str = "cpu"  # "cpu", "cuda", "cuda:1"
-    precision: Literal["fp32", "fp16", "bf16"] = "fp32"
+    precision: Literal["fp32", "fp16", "bf16", "int8"] = "fp32"  # int8: tensorrt only
     channels_last: bool = False
     cuda_graph: bool = False  # torch backend: capture one graph for the fixed input shape
     onnx_path: str = ""  # onnxruntime / tensorrt: exported model (built from the weights if empty)

@@ -14,6 +14,8 @@ class TorchBackend:
         self.device = torch.device(cfg.device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device {cfg.device!r} requested but CUDA is not available")
+        if cfg.precision not in _DTYPES:
+            raise ValueError(f"torch backend supports precision fp32, fp16, bf16, not {cfg.precision!r}")
         if cfg.precision == "fp16" and self.device.type == "cpu":
             raise ValueError("precision fp16 needs a CUDA device; use fp32 or bf16 on the CPU")
         if cfg.num_threads > 0:

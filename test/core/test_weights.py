@@ -46,7 +46,8 @@ def test_convert_round_trip(tmp_path, variant, protocol, caplog):
     out = tmp_path / "converted.safetensors"
     sidecar = convert_detectron2(pkl, out, variant)
     assert sidecar["variant"] == variant and sidecar["depth_head"] == "fresh_init"
-    assert json.loads((tmp_path / "converted.safetensors.json").read_text())["source_sha256"] == sidecar["source_sha256"]
+    written = json.loads((tmp_path / "converted.safetensors.json").read_text())
+    assert written["source_sha256"] == sidecar["source_sha256"]
     assert "no depth_head" in caplog.text
 
     model = build_model(ModelConfig(use_dsconv=variant == "dsconv"))

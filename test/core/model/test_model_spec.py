@@ -30,7 +30,8 @@ def spec_backbone() -> dict[str, tuple[int, ...]]:
     s.update(conv_bn("backbone.stem.conv2", 64, 64, 3))
     s.update(conv_bn("backbone.stem.conv3", 128, 64, 3))
     cin = 128
-    for stage, (n, bott, cout) in zip(range(2, 6), [(3, 64, 256), (4, 128, 512), (6, 256, 1024), (3, 512, 2048)]):
+    stages = [(3, 64, 256), (4, 128, 512), (6, 256, 1024), (3, 512, 2048)]
+    for stage, (n, bott, cout) in zip(range(2, 6), stages, strict=True):
         for b in range(n):
             p = f"backbone.res{stage}.{b}"
             if b == 0:

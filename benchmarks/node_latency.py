@@ -1,0 +1,291 @@
+"""Node latency vs the bare Predictor: what does the ROS node add on top of inference?
+
+Starts ``panoptic_depthlab_node`` in its own process, publishes the same frames one at a time
+(waiting for the outputs, so nothing is dropped) and measures publish -> last subscribed output
+received; after each frame the bare ``Predictor.predict`` runs on the same frame in this process
+(on a worker thread, as in the node). The node
+overhead is the difference of the medians; the target is <= 5 % of inference time at 1080p with
+the shared-memory Fast DDS profile (``--shm``, used by both processes).
+
+    .venv/bin/python benchmarks/node_latency.py --shm --frames 20 --device cuda
+
+Writes JSON to benchmarks/results/. Uses ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST and a domain id
+from this process id unless they are already set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SHM_PROFILE = REPO / "config" / "fastdds_shm.xml"
+ALL_OUTPUTS = (
+    "panoptic",
+    "semantic",
+    "depth",
+    "visualization",
+    "detections",
+    "detections_3d",
+    "markers",
+    "camera_info",
+)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--width", type=int, default=1920)
+    p.add_argument("--height", type=int, default=1080)
+    p.add_argument("--frames", type=int, default=20, help="measured frames (after 3 warm-up frames)")
+    p.add_argument("--model-config", default="", help="model YAML; empty = shipped default model")
+    p.add_argument("--weights", default="", help="weights .safetensors; empty = default / random init")
+    p.add_argument("--input-height", type=int, default=0, help="network input height (0 = model config)")
+    p.add_argument("--input-width", type=int, default=0, help="network input width (0 = model config)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--backend", default="torch")
+    p.add_argument("--precision", default="fp32")
+    p.add_argument("--outputs", default=",".join(ALL_OUTPUTS), help="outputs to subscribe (comma-separated)")
+    p.add_argument("--shm", action="store_true", help="use config/fastdds_shm.xml in both processes")
+    p.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/...)")
+    return p.parse_args(argv)
+
+
+def _prepare_env(shm: bool) -> dict[str, str]:
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    os.environ.setdefault("ROS_DOMAIN_ID", str(100 + os.getpid() % 100))
+    if shm:
+        os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(SHM_PROFILE)
+        if os.environ.get("ROS_DISTRO") == "humble":  # Fast DDS 2.6 reads the old name (newer ones warn)
+            os.environ["FASTRTPS_DEFAULT_PROFILES_FILE"] = str(SHM_PROFILE)
+    return dict(os.environ)
+
+
+def _params_yaml(args: argparse.Namespace, path: Path) -> None:
+    values = {
+        "model_config": args.model_config,
+        "weights": args.weights,
+        "device": args.device,
+        "backend": args.backend,
+        "precision": args.precision,
+        "input_height": args.input_height,
+        "input_width": args.input_width,
+        "warmup_iterations": 2,
+        "include_stuff_detections": True,
+    }
+    lines = ["/**:", "  ros__parameters:"]
+    for key, value in values.items():
+        lines.append(f"    {key}: {json.dumps(value) if isinstance(value, str) else value}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _timed_predict(predictor, rgb: np.ndarray, K: np.ndarray) -> float:
+    t0 = time.perf_counter()
+    predictor.predict(rgb, K)
+    return (time.perf_counter() - t0) * 1e3
+
+
+def _percentiles(values: list[float]) -> dict[str, float]:
+    arr = np.asarray(values, dtype=np.float64)
+    return {
+        "median_ms": float(np.median(arr)),
+        "p95_ms": float(np.percentile(arr, 95)),
+        "mean_ms": float(arr.mean()),
+        "min_ms": float(arr.min()),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    outputs = tuple(o for o in args.outputs.split(",") if o)
+    unknown = set(outputs) - set(ALL_OUTPUTS)
+    if unknown:
+        raise SystemExit(f"unknown outputs {sorted(unknown)}; known: {', '.join(ALL_OUTPUTS)}")
+    env = _prepare_env(args.shm)
+    env["PYTHONUNBUFFERED"] = "1"
+
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import QoSProfile
+    from sensor_msgs.msg import CameraInfo, Image
+    from vision_msgs.msg import Detection2DArray, Detection3DArray
+    from visualization_msgs.msg import MarkerArray
+
+    types = {
+        "panoptic": Image,
+        "semantic": Image,
+        "depth": Image,
+        "visualization": Image,
+        "detections": Detection2DArray,
+        "detections_3d": Detection3DArray,
+        "markers": MarkerArray,
+        "camera_info": CameraInfo,
+    }
+    tmp = Path(tempfile.mkdtemp(prefix="pdl_bench_"))
+    params = tmp / "params.yaml"
+    _params_yaml(args, params)
+    log = open(tmp / "node.log", "w")  # noqa: SIM115 - closed below
+    node_proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "panoptic_depthlab_ros.node",
+            "--ros-args",
+            "--params-file",
+            str(params),
+            "-r",
+            "__node:=bench_node",
+            "-r",
+            "image:=/bench/image",
+            "-r",
+            "camera_info:=/bench/camera_info",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=str(REPO),
+    )
+    rclpy.init()
+    client = rclpy.create_node("bench_client")
+    executor = SingleThreadedExecutor()
+    executor.add_node(client)
+    arrivals: dict[tuple[str, int], float] = {}
+    lock = threading.Lock()
+
+    def make_cb(name: str):
+        def cb(msg) -> None:
+            now = time.perf_counter()
+            header = msg.markers[0].header if name == "markers" else msg.header
+            with lock:
+                arrivals[(name, int(header.stamp.sec))] = now
+
+        return cb
+
+    for name in outputs:
+        client.create_subscription(types[name], f"/bench_node/{name}", make_cb(name), QoSProfile(depth=5))
+    image_pub = client.create_publisher(Image, "/bench/image", QoSProfile(depth=1))
+    info_pub = client.create_publisher(CameraInfo, "/bench/camera_info", QoSProfile(depth=1))
+    stop = False
+
+    def spin() -> None:
+        while not stop:
+            executor.spin_once(timeout_sec=0.02)
+
+    spinner = threading.Thread(target=spin, daemon=True)
+    spinner.start()
+
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 255, (args.height, args.width, 3), dtype=np.uint8) for _ in range(4)]
+    f = 0.8 * args.width
+    info = CameraInfo(width=args.width, height=args.height)
+    info.k = [f, 0.0, args.width / 2, 0.0, f, args.height / 2, 0.0, 0.0, 1.0]
+    info.header.frame_id = "camera_optical"
+    # The bare Predictor, same parameters, measured on the same frames interleaved with the node's
+    # (the node is idle meanwhile), so both see the same machine load.
+    from panoptic_depthlab_ros.params import NodeParams
+    from panoptic_depthlab_ros.processing import load_predictor
+
+    predictor = load_predictor(
+        NodeParams(
+            model_config=args.model_config,
+            weights=args.weights,
+            device=args.device,
+            backend=args.backend,
+            precision=args.precision,
+            input_height=args.input_height,
+            input_width=args.input_width,
+        )
+    )
+    K = np.array(info.k, dtype=np.float64).reshape(3, 3)
+    # One persistent worker thread, as in the node: measured here, the same predict() ran many
+    # times slower on the main thread than on a worker thread, so compare like with like.
+    worker = ThreadPoolExecutor(max_workers=1)
+    worker.submit(predictor.warmup, 2).result()
+    node_ms: list[float] = []
+    bare_ms: list[float] = []
+    try:
+        deadline = time.monotonic() + 600
+        while image_pub.get_subscription_count() == 0 or any(
+            client.count_publishers(f"/bench_node/{n}") == 0 for n in outputs
+        ):
+            if node_proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"node did not come up:\n{(tmp / 'node.log').read_text()[-3000:]}")
+            time.sleep(0.1)
+        time.sleep(1.0)
+        info_pub.publish(info)
+        time.sleep(0.5)
+        for i in range(args.frames + 3):
+            msg = Image(height=args.height, width=args.width, encoding="rgb8", step=args.width * 3)
+            msg.data = frames[i % len(frames)].tobytes()
+            msg.header.stamp.sec = i + 1
+            msg.header.frame_id = "camera_optical"
+            t0 = time.perf_counter()
+            image_pub.publish(msg)
+            wait_until = time.monotonic() + 120
+            while True:
+                with lock:
+                    done = [arrivals.get((n, i + 1)) for n in outputs]
+                if all(d is not None for d in done):
+                    break
+                if time.monotonic() > wait_until:
+                    raise SystemExit(
+                        f"no outputs for frame {i + 1}:\n{(tmp / 'node.log').read_text()[-3000:]}"
+                    )
+                time.sleep(0.0005)
+            bare = worker.submit(_timed_predict, predictor, frames[i % len(frames)], K).result()
+            if i >= 3:
+                node_ms.append((max(done) - t0) * 1e3)
+                bare_ms.append(bare)
+    finally:
+        stop = True
+        spinner.join(timeout=5)
+        node_proc.send_signal(2)
+        try:
+            node_proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            node_proc.kill()
+        log.close()
+        client.destroy_node()
+        rclpy.try_shutdown()
+
+    node_stats, bare_stats = _percentiles(node_ms), _percentiles(bare_ms)
+    overhead_ms = node_stats["median_ms"] - bare_stats["median_ms"]
+    report = {
+        "benchmark": "node_latency",
+        "image": f"{args.width}x{args.height} rgb8",
+        "frames": args.frames,
+        "outputs": list(outputs),
+        "shm_profile": args.shm,
+        "device": args.device,
+        "backend": args.backend,
+        "precision": args.precision,
+        "network_input": [predictor.input_hw[0], predictor.input_hw[1]],
+        "model_config": args.model_config or "default",
+        "node_publish_to_outputs": node_stats,
+        "bare_predictor": bare_stats,
+        "node_overhead_median_ms": overhead_ms,
+        "node_overhead_pct_of_inference": 100.0 * overhead_ms / bare_stats["median_ms"],
+        "target_pct": 5.0,
+        "host": {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count()},
+    }
+    suffix = "_shm" if args.shm else ""
+    name = f"node_latency_{args.width}x{args.height}_{args.device.replace(':', '')}{suffix}.json"
+    out = args.out or REPO / "benchmarks" / "results" / name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

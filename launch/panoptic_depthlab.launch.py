@@ -1,0 +1,119 @@
+"""Launch the Panoptic-DepthLab node (lifecycle node; autostart walks it to active) and optionally RViz.
+
+    ros2 launch panoptic_depthlab panoptic_depthlab.launch.py image:=/camera/image_raw \
+        camera_info:=/camera/camera_info device:=cuda use_rviz:=true
+
+Without the ``launch`` packages the same node runs as
+``panoptic_depthlab_node --ros-args --params-file config/panoptic_depthlab.yaml -r image:=/camera/image_raw``.
+"""
+
+from pathlib import Path
+
+# Launch arguments that are passed straight through as node parameters (a test checks that each one
+# names a declared parameter). Empty values leave the params file's value alone.
+PARAMETER_ARGUMENTS = ("weights", "backend", "device", "autostart", "model_config")
+# Launch arguments that are not parameters.
+OTHER_ARGUMENTS = ("namespace", "image", "camera_info", "params_file", "use_rviz", "rviz_config")
+
+_CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+
+
+def _share_dir() -> Path:
+    """The installed share/ directory, or the source tree when run from a checkout."""
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        return Path(get_package_share_directory("panoptic_depthlab"))
+    except Exception:  # not installed with colcon: use the checkout
+        return _CONFIG_DIR.parent
+
+
+def _node_action(context):
+    """The node, with only the non-empty pass-through arguments overriding the params file."""
+    from launch.substitutions import LaunchConfiguration
+    from launch_ros.actions import LifecycleNode
+
+    def arg(name: str) -> str:
+        return LaunchConfiguration(name).perform(context)
+
+    overrides = {}
+    for name in PARAMETER_ARGUMENTS:
+        value = arg(name)
+        if name == "autostart":
+            overrides[name] = value.strip().lower() in ("true", "1", "yes")
+        elif value:
+            overrides[name] = value
+    image = arg("image")
+    return [
+        LifecycleNode(
+            package="panoptic_depthlab",
+            executable="panoptic_depthlab_node",
+            name="panoptic_depthlab",
+            namespace=arg("namespace"),
+            output="screen",
+            parameters=[arg("params_file"), overrides],
+            remappings=[
+                ("image", image),
+                ("image/compressed", image.rstrip("/") + "/compressed"),
+                ("camera_info", arg("camera_info")),
+            ],
+        )
+    ]
+
+
+def generate_launch_description():
+    from launch.actions import DeclareLaunchArgument, OpaqueFunction
+    from launch.conditions import IfCondition
+    from launch.substitutions import LaunchConfiguration
+    from launch_ros.actions import Node
+
+    from launch import LaunchDescription
+
+    share = _share_dir()
+    arguments = [
+        DeclareLaunchArgument("namespace", default_value="", description="Namespace of the node"),
+        DeclareLaunchArgument(
+            "image",
+            default_value="/camera/image_raw",
+            description="Input image topic (image/compressed is derived from it)",
+        ),
+        DeclareLaunchArgument(
+            "camera_info", default_value="/camera/camera_info", description="CameraInfo topic"
+        ),
+        DeclareLaunchArgument(
+            "params_file",
+            default_value=str(share / "config" / "panoptic_depthlab.yaml"),
+            description="Parameters YAML",
+        ),
+        DeclareLaunchArgument(
+            "model_config", default_value="", description="Model YAML; empty = params file"
+        ),
+        DeclareLaunchArgument(
+            "weights", default_value="", description="Weights .safetensors; empty = params file"
+        ),
+        DeclareLaunchArgument(
+            "backend", default_value="", description="torch | onnxruntime | tensorrt; empty = params file"
+        ),
+        DeclareLaunchArgument(
+            "device", default_value="", description="cpu | cuda | cuda:N; empty = params file"
+        ),
+        DeclareLaunchArgument("autostart", default_value="true", description="Configure + activate on start"),
+        DeclareLaunchArgument(
+            "use_rviz", default_value="false", description="Start RViz with the shipped config"
+        ),
+        DeclareLaunchArgument(
+            "rviz_config",
+            default_value=str(share / "config" / "panoptic_depthlab.rviz"),
+            description="RViz config",
+        ),
+    ]
+
+    node = OpaqueFunction(function=_node_action)
+    rviz = Node(
+        package="rviz2",
+        executable="rviz2",
+        arguments=["-d", LaunchConfiguration("rviz_config")],
+        condition=IfCondition(LaunchConfiguration("use_rviz")),
+        output="log",
+    )
+    return LaunchDescription([*arguments, node, rviz])

@@ -1,0 +1,573 @@
+"""``panoptic-depthlab demo --out demo_out`` (``make demo``): the whole system on a synthetic drive.
+
+1. synthesise a drive as a rosbag2 bag (``synth-bag``: image, camera_info, GT depth and panoptic);
+2. ``bag-eval`` it offline: metrics against the GT, and the offline output bag;
+3. start the real node process (default model, CPU), play the bag into it over ROS 2 on loopback
+   and record everything it publishes to ``demo_out/outputs.mcap``;
+4. write ``demo_out/report.md`` with the metrics, live statistics, overlay PNGs, a depth PNG and
+   an animated overlay (GIF + MP4).
+
+Every ROS step runs in a child process (``python -m panoptic_depthlab_ros...``), so this module, like
+all of the core, never imports ROS; the bag files are read back with rosbags (pure Python).
+Without the shipped default model the demo still runs, on seeded untrained weights, and the report
+says so in its first lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+FALLBACK_CONFIG = REPO_ROOT / "config" / "models" / "panoptic_depthlab_small.yaml"
+SHM_PROFILE = REPO_ROOT / "config" / "fastdds_shm.xml"
+MARKER = ".panoptic_depthlab_demo"
+NODE_NAME = "panoptic_depthlab"
+OUTPUT_NAMES = (
+    "panoptic",
+    "semantic",
+    "depth",
+    "visualization",
+    "detections",
+    "detections_3d",
+    "markers",
+    "camera_info",
+    "label_info",
+)
+IMAGE_TOPIC = "/camera/image_raw"
+CAMERA_INFO_TOPIC = "/camera/camera_info"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--out", type=Path, default=Path("demo_out"), help="output directory (default demo_out)"
+    )
+    parser.add_argument("--frames", type=int, default=60, help="frames in the synthetic drive (default 60)")
+    parser.add_argument("--size", default="256x512", help="image HxW (default 256x512)")
+    parser.add_argument("--seed", type=int, default=0, help="scene seed (default 0)")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        help="playback speed factor (default: what the node keeps up with, from bag-eval)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads per process (default: half the CPU cores, at least 1)",
+    )
+    parser.add_argument(
+        "--node-timeout",
+        type=float,
+        default=240.0,
+        help="seconds the node may take to load the model and subscribe (default 240)",
+    )
+    parser.add_argument(
+        "--docs-picture",
+        type=Path,
+        default=None,
+        help="also save the input | overlay | depth panel here (for the README)",
+    )
+
+
+# ----------------------------------------------------------------------------------------- helpers
+
+
+@dataclass
+class Step:
+    name: str
+    seconds: float = 0.0
+
+
+@dataclass
+class DemoState:
+    out: Path
+    env: dict[str, str]
+    trained: bool
+    model_args: list[str]  # bag-eval options selecting the model
+    node_params: list[str]  # node -p name:=value pairs selecting the model
+    model_note: str
+    steps: list[Step] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _log(text: str) -> None:
+    print(f"[demo] {text}", flush=True)
+
+
+def ros_environment(threads: int | None) -> dict[str, str]:
+    """The environment for every child: loopback-only ROS 2 discovery on a domain id of this run.
+
+    Values the caller already set (``make demo`` sets both) are kept. One torch/OpenMP thread pool per
+    child sized to half the cores: the node and bag-eval never run at the same time, and more threads
+    than free cores make OpenMP spin (a 64x128 forward pass took 25x longer that way on 2 busy cores).
+    """
+    env = dict(os.environ)
+    env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    if not env.get("ROS_DOMAIN_ID", "").isdigit():
+        env["ROS_DOMAIN_ID"] = str(os.getpid() % 90 + 10)
+    env.pop("ROS_LOCALHOST_ONLY", None)  # deprecated; conflicts with the discovery range
+    if threads is None:
+        threads = max(1, (os.cpu_count() or 2) // 2)
+    if threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {threads}")
+    env.setdefault("OMP_NUM_THREADS", str(threads))
+    env["PYTHONUNBUFFERED"] = "1"
+    # Shared memory (64 MB segment) + UDPv4 for Fast DDS: the node publishes ~1.3 MB per frame in a
+    # burst; over UDP alone, reliable keep-last-1 outputs lost ~10 % of the panoptic/semantic frames
+    # to the recorder on a busy machine. Humble reads the older variable name.
+    if SHM_PROFILE.exists() and not (
+        env.get("FASTDDS_DEFAULT_PROFILES_FILE") or env.get("FASTRTPS_DEFAULT_PROFILES_FILE")
+    ):
+        humble = env.get("ROS_DISTRO", "") == "humble"  # Fast DDS 2.6 reads only the old name
+        variable = "FASTRTPS_DEFAULT_PROFILES_FILE" if humble else "FASTDDS_DEFAULT_PROFILES_FILE"
+        env[variable] = str(SHM_PROFILE)
+    return env
+
+
+def prepare_out_dir(out: Path) -> None:
+    """Create ``out``; a previous demo output (marker file) is replaced, anything else is refused."""
+    if out.exists():
+        if not out.is_dir():
+            raise ValueError(f"--out {out} exists and is not a directory")
+        if any(out.iterdir()) and not (out / MARKER).exists():
+            raise ValueError(
+                f"--out {out} exists and is not a previous demo output; choose another directory"
+            )
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    (out / MARKER).write_text("written by panoptic-depthlab demo; the whole directory is replaced on rerun\n")
+
+
+def choose_model(out: Path, net_hw: tuple[int, int]) -> tuple[bool, list[str], list[str], str]:
+    """The shipped default model when it exists; else seeded untrained small weights (and say so)."""
+    from panoptic_depthlab_core.predictor import DEFAULT_CONFIG, DEFAULT_WEIGHTS
+
+    size_args = ["--input-size", f"{net_hw[0]}x{net_hw[1]}"]
+    size_params = [f"input_height:={net_hw[0]}", f"input_width:={net_hw[1]}"]
+    if DEFAULT_CONFIG.exists() and DEFAULT_WEIGHTS.exists():
+        note = f"the shipped default model ({DEFAULT_WEIGHTS.relative_to(REPO_ROOT)})"
+        return True, size_args, size_params, note
+    import torch
+
+    from panoptic_depthlab_core.model import build_model
+    from panoptic_depthlab_core.predictor import load_pipeline_config
+    from panoptic_depthlab_core.weights import save_safetensors
+
+    if not FALLBACK_CONFIG.exists():
+        raise FileNotFoundError(f"neither the default model {DEFAULT_WEIGHTS} nor {FALLBACK_CONFIG} exists")
+    torch.manual_seed(0)
+    weights = out / "untrained_small.safetensors"
+    save_safetensors(build_model(load_pipeline_config(FALLBACK_CONFIG).model).state_dict(), weights)
+    note = (
+        f"UNTRAINED weights: the shipped default model ({DEFAULT_WEIGHTS.relative_to(REPO_ROOT)}) is not "
+        f"there, so {FALLBACK_CONFIG.relative_to(REPO_ROOT)} with seeded random weights is used. The "
+        "plumbing is real; the predictions and metrics are meaningless until the default model ships."
+    )
+    model_args = ["--config", str(FALLBACK_CONFIG), "--weights", str(weights), *size_args]
+    node_params = [f"model_config:={FALLBACK_CONFIG}", f"weights:={weights}", *size_params]
+    return False, model_args, node_params, note
+
+
+def run_child(state: DemoState, name: str, cmd: list[str], timeout_s: float) -> None:
+    """A child process with our environment; its progress bars show on our terminal."""
+    t0 = time.monotonic()
+    try:
+        proc = subprocess.run(cmd, env=state.env, timeout=timeout_s, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise RuntimeError(f"{name} took longer than {timeout_s:.0f} s: {' '.join(cmd)}") from exc
+    if proc.returncode != 0:
+        raise RuntimeError(f"{name} failed with exit code {proc.returncode}: {' '.join(cmd)}")
+    state.steps.append(Step(name, time.monotonic() - t0))
+
+
+def _py(module: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", module, *args]
+
+
+# ------------------------------------------------------------------------------------------- steps
+
+
+def live_replay(
+    state: DemoState, bag: Path, rate: float, node_timeout_s: float, frames: int
+) -> dict[str, Any]:
+    """Node process + live replay (play + record) child; returns the replay summary."""
+    out = state.out
+    node_log_path = out / "node.log"
+    node_cmd = _py(
+        "panoptic_depthlab_ros.node",
+        "--ros-args",
+        *sum((["-p", p] for p in state.node_params), []),
+        "-r",
+        f"image:={IMAGE_TOPIC}",
+        "-r",
+        f"camera_info:={CAMERA_INFO_TOPIC}",
+    )
+    record_topics = [f"/{NODE_NAME}/{name}" for name in OUTPUT_NAMES] + ["/diagnostics"]
+    recording = out / ".recording"
+    summary_path = out / "live_summary.json"
+    replay_cmd = _py(
+        "panoptic_depthlab_ros.bags.live_replay",
+        str(bag),
+        "--record",
+        str(recording),
+        "--record-topics",
+        *record_topics,
+        "--topics",
+        IMAGE_TOPIC,
+        CAMERA_INFO_TOPIC,
+        "--rate",
+        f"{rate:.4f}",
+        "--wait-for",
+        IMAGE_TOPIC,
+        "--wait-timeout",
+        f"{node_timeout_s:.0f}",
+        "--summary",
+        str(summary_path),
+    )
+    t0 = time.monotonic()
+    with node_log_path.open("w") as node_log:
+        node = subprocess.Popen(node_cmd, env=state.env, stdout=node_log, stderr=subprocess.STDOUT)
+        try:
+            play_s = frames / 10.0 / rate
+            proc = subprocess.run(
+                replay_cmd, env=state.env, timeout=node_timeout_s + play_s + 180, check=False
+            )
+            if proc.returncode != 0:
+                tail = node_log_path.read_text()[-2000:]
+                raise RuntimeError(f"live replay failed (exit {proc.returncode}); node log tail:\n{tail}")
+        finally:
+            if node.poll() is None:
+                node.send_signal(signal.SIGINT)
+                try:
+                    node.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    node.kill()
+                    node.wait()
+    state.steps.append(Step("live: node + play + record", time.monotonic() - t0))
+    summary = json.loads(summary_path.read_text())
+    (mcap_file,) = recording.glob("*.mcap")
+    shutil.move(str(mcap_file), out / "outputs.mcap")
+    shutil.rmtree(recording)
+    return summary
+
+
+def read_bag(path: Path, topics: set[str]) -> dict[str, list[tuple[int, Any]]]:
+    """topic -> [(log time, message)] deserialized with rosbags (no ROS needed)."""
+    from rosbags.rosbag2 import Reader
+
+    from panoptic_depthlab_ros.bag_types import make_typestore
+
+    store = make_typestore()
+    out: dict[str, list] = {t: [] for t in topics}
+    with Reader(path) as reader:
+        connections = [c for c in reader.connections if c.topic in topics]
+        for connection, log_time, raw in reader.messages(connections=connections):
+            out[connection.topic].append((log_time, store.deserialize_cdr(raw, connection.msgtype)))
+    return out
+
+
+def image_to_array(msg: Any) -> np.ndarray:
+    """rosbags sensor_msgs/Image -> numpy (rgb8/bgr8 HxWx3, mono8/16UC1/32FC1 HxW)."""
+    kinds = {"rgb8": ("u1", 3), "bgr8": ("u1", 3), "mono8": ("u1", 1), "16UC1": ("u2", 1), "32FC1": ("f4", 1)}
+    if msg.encoding not in kinds:
+        raise ValueError(f"cannot read encoding {msg.encoding!r}")
+    code, channels = kinds[msg.encoding]
+    dtype = np.dtype((">" if msg.is_bigendian else "<") + code)
+    rows = np.asarray(msg.data, dtype=np.uint8).reshape(msg.height, msg.step)[
+        :, : msg.width * channels * dtype.itemsize
+    ]
+    arr = np.ascontiguousarray(rows).view(dtype).astype(dtype.newbyteorder("="))
+    return (
+        arr.reshape(msg.height, msg.width, channels) if channels > 1 else arr.reshape(msg.height, msg.width)
+    )
+
+
+def stamp_of(msg: Any) -> int:
+    return int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
+
+
+def write_pictures(state: DemoState, drive_bag: Path, docs_picture: Path | None) -> dict[str, Any]:
+    """Overlay PNGs, a depth PNG, the overlay animation (GIF + MP4) and the input|overlay|depth panel."""
+    import cv2
+    from PIL import Image as PILImage
+
+    from panoptic_depthlab_core.viz import colorize_depth
+
+    out = state.out
+    viz_topic, depth_topic = f"/{NODE_NAME}/visualization", f"/{NODE_NAME}/depth"
+    live = read_bag(out / "outputs.mcap", {viz_topic, depth_topic})
+    overlays = [(stamp_of(m), image_to_array(m)) for _, m in live[viz_topic]]  # bgr8
+    depths = {stamp_of(m): image_to_array(m) for _, m in live[depth_topic]}
+    files: dict[str, Any] = {"overlays": []}
+    if not overlays:
+        state.notes.append("the node published no visualization frames, so there are no pictures")
+        return files
+    picks = sorted({round(i * (len(overlays) - 1) / 3) for i in range(4)})
+    for n, index in enumerate(picks):
+        name = f"overlay_{n + 1}.png"
+        cv2.imwrite(str(out / name), overlays[index][1])
+        files["overlays"].append(name)
+    middle_stamp, middle_overlay = overlays[picks[len(picks) // 2]]
+    depth = depths.get(middle_stamp)
+    if depth is not None:
+        depth_rgb = colorize_depth(depth.astype(np.float32))
+        cv2.imwrite(str(out / "depth.png"), cv2.cvtColor(depth_rgb, cv2.COLOR_RGB2BGR))
+        files["depth"] = "depth.png"
+    # Animation: every processed frame in order, at the drive's 10 frames/s.
+    frames_rgb = [cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB) for _, bgr in overlays]
+    gif = [
+        PILImage.fromarray(f).convert("P", palette=PILImage.Palette.ADAPTIVE, colors=128) for f in frames_rgb
+    ]
+    gif[0].save(
+        out / "overlay.gif", save_all=True, append_images=gif[1:], duration=100, loop=0, optimize=True
+    )
+    files["gif"] = "overlay.gif"
+    height, width = overlays[0][1].shape[:2]
+    writer = cv2.VideoWriter(str(out / "overlay.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (width, height))
+    if writer.isOpened():
+        for _, bgr in overlays:
+            writer.write(bgr)
+        writer.release()
+        files["mp4"] = "overlay.mp4"
+    else:
+        state.notes.append("OpenCV could not open an mp4v video writer here; only the GIF was written")
+    # The panel: the camera image, the node's overlay, its depth, for the same frame.
+    drive = read_bag(drive_bag, {IMAGE_TOPIC})
+    inputs = {stamp_of(m): image_to_array(m) for _, m in drive[IMAGE_TOPIC]}
+    if middle_stamp in inputs and depth is not None:
+        panel = np.concatenate(
+            [
+                cv2.cvtColor(inputs[middle_stamp], cv2.COLOR_RGB2BGR),
+                middle_overlay,
+                cv2.cvtColor(depth_rgb, cv2.COLOR_RGB2BGR),
+            ],
+            axis=1,
+        )
+        cv2.imwrite(str(out / "panel.png"), panel)
+        files["panel"] = "panel.png"
+        if docs_picture is not None:
+            docs_picture.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(out / "panel.png", docs_picture)
+    return files
+
+
+def diagnostics_table(out: Path) -> list[str]:
+    """The node's last /diagnostics status as a markdown table (rates, latency, drops)."""
+    data = read_bag(out / "outputs.mcap", {"/diagnostics"})["/diagnostics"]
+    if not data:
+        return ["(no /diagnostics message was recorded)"]
+    status = [s for s in data[-1][1].status if s.values]
+    if not status:
+        return ["(the last /diagnostics message had no values)"]
+    lines = [f"Node status: {status[0].message}", "", "| key | value |", "|---|---|"]
+    lines += [f"| {kv.key} | {kv.value} |" for kv in status[0].values]
+    return lines
+
+
+def write_report(
+    state: DemoState, args: argparse.Namespace, eval_info: dict, live: dict, files: dict
+) -> Path:
+    out = state.out
+    metrics_md = out / "metrics" / "metrics.md"
+    played = live.get("sent", {}).get(IMAGE_TOPIC, 0)
+    per_frame_topics = [f"/{NODE_NAME}/{n}" for n in OUTPUT_NAMES if n != "label_info"]
+    processed = max((live.get("recorded", {}).get(t, 0) for t in per_frame_topics), default=0)
+    lines = ["# Panoptic-DepthLab demo", ""]
+    if not state.trained:
+        lines += [f"> **{state.model_note}**", ""]
+    else:
+        lines += [f"Model: {state.model_note}.", ""]
+    lines += [
+        f"A synthetic drive of {args.frames} frames ({args.size}, seed {args.seed}, 10 frames/s) was written "
+        "as a rosbag2 bag (`drive/`), evaluated offline with `bag-eval`, and played over ROS 2 (loopback, "
+        f"domain {state.env['ROS_DOMAIN_ID']}) into the real node process, whose outputs were recorded to "
+        "`outputs.mcap`.",
+        "",
+        "## What the node published",
+        "",
+    ]
+    if files.get("panel"):
+        lines += [
+            "Camera image | `~/visualization` overlay (class, distance-coloured, metres) | `~/depth`:",
+            "",
+            f"![panel]({files['panel']})",
+            "",
+        ]
+    if files.get("gif"):
+        lines += [
+            f"The overlay sequence: ![overlay animation]({files['gif']})"
+            + (f" (also [{files['mp4']}]({files['mp4']}))" if files.get("mp4") else ""),
+            "",
+        ]
+    for name in files.get("overlays", []):
+        lines.append(f"![{name}]({name})")
+    if files.get("depth"):
+        lines += ["", f"Depth of the middle frame: ![depth]({files['depth']})"]
+    lines += [
+        "",
+        "## Live replay (node process)",
+        "",
+        f"- frames played: {played} at rate {live.get('rate', 0):.3f}x "
+        f"({live.get('play_s', 0):.1f} s); frames the node published outputs for: {processed} "
+        f"(latest-frame-wins drops the rest: {max(0, played - processed)})",
+        "- messages recorded per topic: "
+        + ", ".join(f"`{t}` {n}" for t, n in sorted(live.get("recorded", {}).items())),
+        "",
+    ]
+    lines += diagnostics_table(out)
+    lines += [
+        "",
+        "## Offline evaluation (`bag-eval`, every frame, against the synthetic GT)",
+        "",
+        f"{eval_info.get('frames', 0)} frames at {eval_info.get('frames_per_second') or 0:.2f} frames/s; "
+        "the same metrics `panoptic-depthlab eval` computes (PQ/SQ/RQ in %, depth errors as fractions).",
+        "",
+    ]
+    if metrics_md.exists():
+        lines += [metrics_md.read_text()]
+    else:
+        lines += ["(no metrics: the bag had no GT topics)"]
+    lines += [
+        "",
+        "## Files",
+        "",
+        "- `outputs.mcap`: everything the node published (open in Foxglove, or `ros2 bag play "
+        "demo_out/outputs.mcap` and RViz2 with `config/panoptic_depthlab.rviz`)",
+        "- `drive/`: the input bag; `offline/`: bag-eval's output bag (every frame)",
+        "- `metrics/`: metrics.json, metrics.md, per_frame.json; `node.log`: the node's log",
+        "",
+        "## Timings",
+        "",
+    ]
+    lines += [f"- {s.name}: {s.seconds:.1f} s" for s in state.steps]
+    lines += [f"- total: {sum(s.seconds for s in state.steps):.1f} s", ""]
+    if state.notes:
+        lines += ["## Notes", ""] + [f"- {n}" for n in state.notes] + [""]
+    report = out / "report.md"
+    report.write_text("\n".join(lines))
+    return report
+
+
+# --------------------------------------------------------------------------------------------- run
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        return _run(args)
+    except RuntimeError as exc:  # a step failed; its own output says why
+        print(f"panoptic-depthlab demo: error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    from panoptic_depthlab_core.config import ConfigError
+
+    try:
+        height, width = (int(v) for v in args.size.lower().split("x"))
+    except ValueError as exc:
+        raise ValueError(f"--size must look like HEIGHTxWIDTH, got {args.size!r}") from exc
+    if height < 32 or width < 32 or args.frames < 1:
+        raise ValueError(f"need --size of at least 32x32 and --frames >= 1, got {args.size}, {args.frames}")
+    if args.rate is not None and not args.rate > 0:
+        raise ValueError(f"--rate must be > 0, got {args.rate}")
+    net_hw = (-(-height // 32) * 32, -(-width // 32) * 32)  # the network wants multiples of 32
+    out = args.out.resolve()
+    t_start = time.monotonic()
+    prepare_out_dir(out)
+    env = ros_environment(args.threads)
+    _log(
+        f"output in {out}; ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']} "
+        f"(discovery: {env['ROS_AUTOMATIC_DISCOVERY_RANGE']}), "
+        f"{env['OMP_NUM_THREADS']} thread(s) per process"
+    )
+    try:
+        trained, model_args, node_params, note = choose_model(out, net_hw)
+    except ConfigError as exc:
+        raise ValueError(f"model config: {exc}") from exc
+    state = DemoState(out, env, trained, model_args, node_params, note)
+    if not trained:
+        _log("WARNING: " + note)
+
+    drive = out / "drive"
+    _log(f"1/4 synthesising a {args.frames}-frame drive ({args.size}) -> {drive}")
+    run_child(
+        state,
+        "synth-bag",
+        _py(
+            "panoptic_depthlab_ros.bags.synth_bag",
+            "--out",
+            str(drive),
+            "--frames",
+            str(args.frames),
+            "--size",
+            f"{height}x{width}",
+            "--seed",
+            str(args.seed),
+        ),
+        timeout_s=600,
+    )
+
+    _log("2/4 bag-eval: the node's processing on every frame, offline, with metrics")
+    run_child(
+        state,
+        "bag-eval",
+        _py(
+            "panoptic_depthlab_ros.bags.bag_eval",
+            str(drive),
+            "--out",
+            str(out / "offline"),
+            "--metrics-out",
+            str(out / "metrics"),
+            *model_args,
+        ),
+        timeout_s=900,
+    )
+    eval_info = json.loads((out / "metrics" / "per_frame.json").read_text())
+    inference_s = float(np.median([r["inference_ms"] for r in eval_info["per_frame"]] or [100.0])) / 1000.0
+    # Play at about the node's own speed (bag time is 10 frames/s): latest-frame-wins drops few frames.
+    rate = args.rate or min(1.0, 1.0 / max(inference_s * 1.1, 1e-3) / 10.0)
+
+    _log(f"3/4 live: node process <- play (rate {rate:.3f}x) ; record -> {out / 'outputs.mcap'}")
+    live = live_replay(state, drive, rate, args.node_timeout, args.frames)
+    live["rate"] = rate
+    if not any(
+        live.get("recorded", {}).get(f"/{NODE_NAME}/{n}") for n in ("panoptic", "depth", "visualization")
+    ):
+        raise RuntimeError(f"the node published nothing during the replay; see {out / 'node.log'}")
+
+    _log("4/4 report: pictures, animation, metrics")
+    t0 = time.monotonic()
+    files = write_pictures(state, drive, args.docs_picture)
+    state.steps.append(Step("report pictures", time.monotonic() - t0))
+    report = write_report(state, args, eval_info, live, files)
+    _log(f"done in {time.monotonic() - t_start:.0f} s: {report}")
+    if not trained:
+        _log("WARNING: untrained weights were used (see the top of the report)")
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="panoptic-depthlab demo")
+    add_arguments(parser)
+    try:
+        return run(parser.parse_args())
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"panoptic-depthlab demo: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""``panoptic-depthlab infer``: run the model on images and write what a person or a script needs.
+
+Per image: ``<name>_overlay.png`` (distance-coloured overlay), ``<name>_depth.png`` (uint16
+millimetres, 0 = invalid, the REP 118 driver convention), ``<name>_depth_color.png``,
+``<name>_panoptic.png`` (colour) and ``<name>_segments.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff", ".webp"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="+", help="image files or directories of images")
+    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--config", default=None, help="model YAML (default: the shipped default model)")
+    parser.add_argument("--weights", default=None, help="safetensors weights (default: the shipped ones)")
+    parser.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "tensorrt"])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
+    for name in ("fx", "fy", "cx", "cy"):
+        parser.add_argument(f"--{name}", type=float, default=None, help="camera intrinsics (pixels)")
+    parser.add_argument("--near", type=float, default=10.0, help="overlay colour scale: red at this distance (m)")
+    parser.add_argument("--far", type=float, default=60.0, help="overlay colour scale: blue at this distance (m)")
+
+
+def collect_images(inputs: list[str]) -> list[Path]:
+    images: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            images.extend(sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES))
+        elif path.is_file():
+            images.append(path)
+        else:
+            raise FileNotFoundError(f"input not found: {path}")
+    if not images:
+        raise ValueError(f"no images found in {inputs}")
+    return images
+
+
+def intrinsics_from_args(args: argparse.Namespace):
+    import numpy as np
+
+    given = [getattr(args, n) is not None for n in ("fx", "fy", "cx", "cy")]
+    if not any(given):
+        return None
+    if not all(given):
+        raise ValueError("--fx, --fy, --cx and --cy must be given together")
+    return np.array([[args.fx, 0.0, args.cx], [0.0, args.fy, args.cy], [0.0, 0.0, 1.0]])
+
+
+def run(args: argparse.Namespace) -> int:
+    import cv2
+    import numpy as np
+    from tqdm import tqdm
+
+    from .predictor import Predictor
+    from .viz import VizConfig, colorize_depth, colorize_panoptic, overlay_distance
+
+    images = collect_images(args.inputs)
+    K = intrinsics_from_args(args)
+    predictor = Predictor.from_config(args.config, args.weights, backend=args.backend, device=args.device,
+                                      precision=args.precision)
+    viz = VizConfig(near_m=args.near, far_m=args.far)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for path in tqdm(images, desc="infer", unit="img", disable=len(images) < 2):
+        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise ValueError(f"cannot decode image {path}")
+        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        result = predictor.predict(rgb, K)
+        stem = path.stem
+        overlay = overlay_distance(rgb, result.panoptic_ids, result.segments, viz)
+        cv2.imwrite(str(out / f"{stem}_overlay.png"), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
+        depth_mm = np.where(np.isfinite(result.depth_m), np.clip(result.depth_m * 1000.0, 0, 65535), 0)
+        cv2.imwrite(str(out / f"{stem}_depth.png"), depth_mm.round().astype(np.uint16))
+        cv2.imwrite(str(out / f"{stem}_depth_color.png"),
+                    cv2.cvtColor(colorize_depth(result.depth_m), cv2.COLOR_RGB2BGR))
+        cv2.imwrite(str(out / f"{stem}_panoptic.png"),
+                    cv2.cvtColor(colorize_panoptic(result.panoptic_ids), cv2.COLOR_RGB2BGR))
+        doc = {
+            "image": str(path),
+            "height": result.height,
+            "width": result.width,
+            "K": None if K is None else K.tolist(),
+            "timings_ms": result.timings_ms,
+            "segments": [s.to_dict() for s in result.segments],
+        }
+        (out / f"{stem}_segments.json").write_text(json.dumps(doc, indent=2) + "\n")
+    print(f"wrote results for {len(images)} image(s) to {out}")
+    return 0

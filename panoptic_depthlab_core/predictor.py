@@ -1,0 +1,189 @@
+"""Predictor: one RGB image in, panoptic ids + semantic + depth + segments (with distances) out.
+
+The data path, top to bottom: uint8 HWC image -> letterbox to the network size (keep aspect, pad) ->
+backend (three heads) -> panoptic post-processing at network resolution -> crop the padding and map
+back to the input resolution (ids nearest, depth bilinear) -> per-segment statistics with K.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .config import ConfigError, from_dict, load_yaml
+from .model import ModelConfig, build_model
+from .postprocess import PostprocessConfig, panoptic_postprocess
+from .results import FrameResult
+from .runtime import BackendConfig, create_backend
+from .segments import SegmentsConfig, compute_segments
+from .weights import load_model_weights
+
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
+DEFAULT_CONFIG = DEFAULT_MODEL_DIR / "model.yaml"
+DEFAULT_WEIGHTS = DEFAULT_MODEL_DIR / "model.safetensors"
+
+
+@dataclass
+class InputConfig:
+    """Network input size; images are letterboxed into it (aspect kept, bottom/right padding)."""
+
+    height: int = 1024
+    width: int = 2048
+
+    def __post_init__(self) -> None:
+        if self.height < 32 or self.width < 32:
+            raise ConfigError(f"input size must be at least 32x32, got {self.height}x{self.width}")
+
+
+@dataclass
+class PipelineConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    input: InputConfig = field(default_factory=InputConfig)
+    postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
+    segments: SegmentsConfig = field(default_factory=SegmentsConfig)
+
+
+def load_pipeline_config(path: str | Path, overrides: dict | None = None) -> PipelineConfig:
+    """Read a model YAML (sections model/input/postprocess/segments; any may be omitted)."""
+    data = load_yaml(path)
+    for section, values in (overrides or {}).items():
+        data.setdefault(section, {}).update(values)
+    return from_dict(PipelineConfig, data)
+
+
+def check_rgb_image(image: np.ndarray) -> None:
+    if not isinstance(image, np.ndarray):
+        raise ValueError(f"expected a numpy uint8 array of shape (H, W, 3) RGB, got {type(image).__name__}")
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected an RGB image of shape (H, W, 3), got shape {image.shape}")
+    if image.dtype != np.uint8:
+        raise ValueError(f"expected dtype uint8 (RGB 0-255), got {image.dtype}")
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise ValueError(f"image has zero size: {image.shape}")
+
+
+def check_intrinsics(K: np.ndarray | None) -> np.ndarray | None:
+    if K is None:
+        return None
+    K = np.asarray(K, dtype=np.float64)
+    if K.shape != (3, 3):
+        raise ValueError(f"camera matrix K must be 3x3, got shape {K.shape}")
+    if not np.all(np.isfinite(K)):
+        raise ValueError("camera matrix K contains non-finite values")
+    if K[0, 0] <= 0 or K[1, 1] <= 0:
+        raise ValueError(f"camera matrix K must have positive focal lengths, got fx={K[0, 0]}, fy={K[1, 1]}")
+    return K
+
+
+class Predictor:
+    """Loads a model config + weights; ``predict(rgb_uint8_hwc, K=None) -> FrameResult``."""
+
+    def __init__(self, cfg: PipelineConfig, weights: str | Path | None, backend: BackendConfig | None = None,
+                 model: torch.nn.Module | None = None) -> None:
+        self.cfg = cfg
+        self.backend_cfg = backend or BackendConfig()
+        if model is None:
+            model = build_model(cfg.model)
+            if weights is not None:
+                load_model_weights(model, weights)
+        self.model = model.eval()
+        self.input_hw = (cfg.input.height, cfg.input.width)
+        self.backend = create_backend(self.backend_cfg, self.model, self.input_hw)
+        self.device = self.backend.device
+
+    @classmethod
+    def from_config(cls, config: str | Path | None = None, weights: str | Path | None = None,
+                    backend: str = "torch", device: str = "cpu", precision: str = "fp32",
+                    overrides: dict | None = None, **backend_kwargs) -> Predictor:
+        """Defaults to the shipped default model when neither config nor weights is given."""
+        if config is None:
+            config = DEFAULT_CONFIG
+            weights = DEFAULT_WEIGHTS if weights is None else weights
+        cfg = load_pipeline_config(config, overrides)
+        bcfg = from_dict(BackendConfig, {"name": backend, "device": device, "precision": precision,
+                                         **backend_kwargs})
+        return cls(cfg, weights, bcfg)
+
+    def warmup(self, iterations: int = 1) -> None:
+        image = np.zeros((self.input_hw[0], self.input_hw[1], 3), dtype=np.uint8)
+        for _ in range(iterations):
+            self.predict(image)
+
+    # ----------------------------------------------------------------------------- pipeline steps
+    def letterbox(self, image: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """uint8 [H, W, 3] on device -> float [1, 3, Hn, Wn] and the valid (h, w) inside it."""
+        height, width = image.shape[:2]
+        net_h, net_w = self.input_hw
+        scale = min(net_h / height, net_w / width)
+        valid_h = max(1, min(net_h, round(height * scale)))
+        valid_w = max(1, min(net_w, round(width * scale)))
+        x = image.permute(2, 0, 1).unsqueeze(0).float()
+        if (valid_h, valid_w) != (height, width):
+            x = F.interpolate(x, size=(valid_h, valid_w), mode="bilinear", align_corners=False, antialias=True)
+        # Pad with the normalisation mean so padding looks like what training padding looked like.
+        mean = torch.tensor(self.cfg.model.pixel_mean, device=x.device).view(1, 3, 1, 1)
+        canvas = mean.expand(1, 3, net_h, net_w).clone()
+        canvas[:, :, :valid_h, :valid_w] = x
+        return canvas, (valid_h, valid_w)
+
+    @torch.inference_mode()
+    def predict(self, image: np.ndarray, K: np.ndarray | None = None) -> FrameResult:
+        check_rgb_image(image)
+        K = check_intrinsics(K)
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        height, width = image.shape[:2]
+        tensor = torch.from_numpy(np.ascontiguousarray(image)).to(self.device, non_blocking=True)
+        batch, (valid_h, valid_w) = self.letterbox(tensor)
+        t1 = time.perf_counter()
+        timings["preprocess"] = (t1 - t0) * 1e3
+
+        outputs = self.backend(batch)
+        self._sync()
+        t2 = time.perf_counter()
+        timings["network"] = (t2 - t1) * 1e3
+
+        outputs = {k: v[..., :valid_h, :valid_w] for k, v in outputs.items()}
+        pan = panoptic_postprocess(outputs["sem_logits"], outputs["center"], outputs["offset"], self.cfg.postprocess)
+        panoptic_net = pan["panoptic_ids"][0]
+        semantic_net = pan["semantic"][0]
+        depth_net = outputs["depth"][0, 0]
+        if (valid_h, valid_w) != (height, width):
+            panoptic_ids = _resize_nearest(panoptic_net, height, width)
+            semantic = _resize_nearest(semantic_net, height, width)
+            depth_m = F.interpolate(depth_net[None, None], size=(height, width), mode="bilinear",
+                                    align_corners=False)[0, 0]
+        else:
+            panoptic_ids, semantic, depth_m = panoptic_net, semantic_net, depth_net
+        self._sync()
+        t3 = time.perf_counter()
+        timings["postprocess"] = (t3 - t2) * 1e3
+
+        panoptic_np = panoptic_ids.to(torch.int32).cpu().numpy()
+        semantic_np = semantic.to(torch.uint8).cpu().numpy()
+        depth_np = depth_m.float().cpu().numpy()
+        t4 = time.perf_counter()
+        timings["to_host"] = (t4 - t3) * 1e3
+
+        segments = compute_segments(panoptic_np, depth_np, K=K, scores=pan["scores"][0], cfg=self.cfg.segments)
+        timings["segments"] = (time.perf_counter() - t4) * 1e3
+        timings["total"] = (time.perf_counter() - t0) * 1e3
+        return FrameResult(panoptic_ids=panoptic_np, semantic=semantic_np, depth_m=depth_np, segments=segments,
+                           K=K, timings_ms=timings)
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+
+def _resize_nearest(ids: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Nearest-neighbour resize of an integer map (exact ids, no interpolation between labels)."""
+    src_h, src_w = ids.shape
+    ys = ((torch.arange(height, device=ids.device) + 0.5) * (src_h / height)).long().clamp_(max=src_h - 1)
+    xs = ((torch.arange(width, device=ids.device) + 0.5) * (src_w / width)).long().clamp_(max=src_w - 1)
+    return ids[ys[:, None], xs[None, :]]

@@ -1,0 +1,298 @@
+"""FrameResult -> every output message, as a pure function (no node, no publishers).
+
+The live node and the offline bag tool call ``build_messages`` with the same inputs, so a recorded
+bag carries exactly what the node would have published. Only the outputs named in
+``MessageOptions.outputs`` are built: the node passes the ones somebody subscribes to.
+
+Conventions: every message carries the input header (same stamp; frame_id unless overridden);
+panoptic 16UC1 = train_id * 1000 + instance with 65535 void; semantic mono8 train ids with 255
+void; depth 32FC1 metres along z (REP 118) with NaN invalid and optionally +Inf for sky (REP 117);
+3D positions are in the camera optical frame (x right, y down, z forward).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from panoptic_depthlab_core.metadata import CLASS_NAMES, PALETTE, SKY_TRAIN_ID
+from panoptic_depthlab_core.results import FrameResult, Segment
+from panoptic_depthlab_ros.image_conversion import numpy_to_image_msg
+
+PANOPTIC_VOID = 65535
+
+# Output name -> topic relative to the node (private names).
+OUTPUT_TOPICS: dict[str, str] = {
+    "panoptic": "~/panoptic",
+    "semantic": "~/semantic",
+    "depth": "~/depth",
+    "visualization": "~/visualization",
+    "detections": "~/detections",
+    "detections_3d": "~/detections_3d",
+    "markers": "~/markers",
+    "camera_info": "~/camera_info",
+}
+OUTPUT_NAMES: tuple[str, ...] = tuple(OUTPUT_TOPICS)
+# Outputs that need intrinsics; without K they are not built.
+OUTPUTS_NEEDING_K: frozenset[str] = frozenset({"detections_3d", "markers", "camera_info"})
+
+
+@dataclass
+class MessageOptions:
+    """What to build and how; field names follow the node parameters."""
+
+    outputs: frozenset[str] = frozenset(OUTPUT_NAMES)
+    include_stuff_detections: bool = False
+    min_detection_score: float = 0.0
+    marker_boxes: bool = True
+    marker_text_size_m: float = 0.6
+    marker_namespace: str = "panoptic_depthlab"
+    depth_sky_inf: bool = False
+    viz_min_distance_m: float = 10.0
+    viz_max_distance_m: float = 60.0
+    frame_id: str = ""  # non-empty: replaces the input frame_id on every output
+    class_names: tuple[str, ...] = field(default=CLASS_NAMES)
+
+    def __post_init__(self) -> None:
+        unknown = set(self.outputs) - set(OUTPUT_NAMES)
+        if unknown:
+            raise ValueError(f"unknown outputs {sorted(unknown)}; known: {', '.join(OUTPUT_NAMES)}")
+        self.outputs = frozenset(self.outputs)
+
+
+def output_header(header: Any, frame_id: str = "") -> Any:
+    """The header every output carries: the input's, with frame_id replaced when asked."""
+    if not frame_id:
+        return header
+    out = copy.copy(header)
+    out.frame_id = frame_id
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- images
+
+
+def panoptic_to_uint16(panoptic_ids: np.ndarray) -> np.ndarray:
+    """int32 ids (−1 void) -> uint16 with 65535 void; ValueError if an id does not fit."""
+    if panoptic_ids.size and int(panoptic_ids.max()) >= PANOPTIC_VOID:
+        raise ValueError(
+            f"panoptic id {int(panoptic_ids.max())} does not fit 16UC1 (max {PANOPTIC_VOID - 1})"
+        )
+    out = panoptic_ids.astype(np.uint16)  # -1 wraps to 65535
+    out[panoptic_ids < 0] = PANOPTIC_VOID  # any other negative void value too
+    return out
+
+
+def depth_for_output(result: FrameResult, sky_inf: bool) -> np.ndarray:
+    """float32 metres, NaN invalid; +Inf on sky pixels when ``sky_inf``."""
+    depth = np.asarray(result.depth_m, dtype=np.float32)
+    if sky_inf:
+        depth = depth.copy()
+        depth[result.semantic == SKY_TRAIN_ID] = np.inf
+    return depth
+
+
+def visualization_bgr(result: FrameResult, rgb: np.ndarray, options: MessageOptions) -> np.ndarray:
+    """The distance-coloured overlay of the core's viz module, in BGR for the bgr8 message."""
+    from panoptic_depthlab_core.viz import VizConfig, overlay_distance
+
+    cfg = VizConfig(near_m=options.viz_min_distance_m, far_m=options.viz_max_distance_m)
+    overlay = overlay_distance(rgb, result.panoptic_ids, result.segments, cfg)
+    return np.ascontiguousarray(overlay[:, :, ::-1])
+
+
+# ---------------------------------------------------------------------------------------------- detections
+
+
+def detection_segments(result: FrameResult, options: MessageOptions) -> list[Segment]:
+    """Segments that become detections/markers: things (stuff on request) above the score floor."""
+    chosen = []
+    for seg in result.segments:
+        if not seg.is_thing and not options.include_stuff_detections:
+            continue
+        if options.min_detection_score > 0 and not (seg.score >= options.min_detection_score):
+            continue
+        chosen.append(seg)
+    return chosen
+
+
+def _score(seg: Segment) -> float:
+    return float(seg.score) if math.isfinite(seg.score) else 0.0
+
+
+def _hypothesis(seg: Segment, with_position: bool) -> Any:
+    from vision_msgs.msg import ObjectHypothesisWithPose
+
+    hyp = ObjectHypothesisWithPose()
+    hyp.hypothesis.class_id = seg.class_name
+    hyp.hypothesis.score = _score(seg)
+    if with_position and seg.position_xyz_m is not None:
+        x, y, z = seg.position_xyz_m
+        hyp.pose.pose.position.x, hyp.pose.pose.position.y, hyp.pose.pose.position.z = x, y, z
+        hyp.pose.pose.orientation.w = 1.0
+    return hyp
+
+
+def detection2d_array(segments: Iterable[Segment], header: Any) -> Any:
+    """One Detection2D per segment: bbox in pixels, class name + score, id = panoptic id,
+    pose position = 3D position when known."""
+    from vision_msgs.msg import Detection2D, Detection2DArray
+
+    msg = Detection2DArray()
+    msg.header = header
+    for seg in segments:
+        det = Detection2D()
+        det.header = header
+        det.id = str(seg.id)
+        det.results.append(_hypothesis(seg, with_position=True))
+        x, y, w, h = seg.bbox_xywh
+        det.bbox.center.position.x = float(x + w / 2.0)
+        det.bbox.center.position.y = float(y + h / 2.0)
+        det.bbox.size_x = float(w)
+        det.bbox.size_y = float(h)
+        msg.detections.append(det)
+    return msg
+
+
+def detection3d_array(segments: Iterable[Segment], header: Any) -> Any:
+    """One Detection3D per segment with a 3D position: center = position, size = extent."""
+    from vision_msgs.msg import Detection3D, Detection3DArray
+
+    msg = Detection3DArray()
+    msg.header = header
+    for seg in segments:
+        if seg.position_xyz_m is None:
+            continue
+        det = Detection3D()
+        det.header = header
+        det.id = str(seg.id)
+        det.results.append(_hypothesis(seg, with_position=True))
+        x, y, z = seg.position_xyz_m
+        det.bbox.center.position.x, det.bbox.center.position.y, det.bbox.center.position.z = x, y, z
+        det.bbox.center.orientation.w = 1.0
+        ex, ey, ez = seg.extent_xyz_m or (0.0, 0.0, 0.0)
+        det.bbox.size.x, det.bbox.size.y, det.bbox.size.z = float(ex), float(ey), float(ez)
+        msg.detections.append(det)
+    return msg
+
+
+def marker_array(segments: Iterable[Segment], header: Any, options: MessageOptions) -> Any:
+    """DELETEALL first (so markers of the previous frame disappear), then text "car 12.3 m" at each
+    segment's 3D position and, optionally, a translucent box of its extent."""
+    from visualization_msgs.msg import Marker, MarkerArray
+
+    msg = MarkerArray()
+    clear = Marker()
+    clear.header = header
+    clear.ns = options.marker_namespace
+    clear.action = Marker.DELETEALL
+    msg.markers.append(clear)
+    next_id = 0
+    for seg in segments:
+        if seg.position_xyz_m is None or not math.isfinite(seg.distance_m):
+            continue
+        x, y, z = seg.position_xyz_m
+        ex, ey, ez = seg.extent_xyz_m or (0.0, 0.0, 0.0)
+        colour = PALETTE[seg.class_id] / 255.0 if 0 <= seg.class_id < len(PALETTE) else (1.0, 1.0, 1.0)
+
+        text = Marker()
+        text.header = header
+        text.ns = options.marker_namespace
+        text.id = next_id
+        next_id += 1
+        text.type = Marker.TEXT_VIEW_FACING
+        text.action = Marker.ADD
+        text.pose.position.x, text.pose.position.y = x, y - ey / 2.0 - options.marker_text_size_m  # y is down
+        text.pose.position.z = z
+        text.pose.orientation.w = 1.0
+        text.scale.z = options.marker_text_size_m
+        text.color.r = text.color.g = text.color.b = text.color.a = 1.0
+        text.text = f"{seg.class_name} {seg.distance_m:.1f} m"
+        msg.markers.append(text)
+
+        if options.marker_boxes:
+            box = Marker()
+            box.header = header
+            box.ns = options.marker_namespace
+            box.id = next_id
+            next_id += 1
+            box.type = Marker.CUBE
+            box.action = Marker.ADD
+            box.pose.position.x, box.pose.position.y, box.pose.position.z = x, y, z
+            box.pose.orientation.w = 1.0
+            box.scale.x, box.scale.y, box.scale.z = (max(float(v), 0.05) for v in (ex, ey, ez))
+            box.color.r, box.color.g, box.color.b = (float(c) for c in colour)
+            box.color.a = 0.35
+            msg.markers.append(box)
+    return msg
+
+
+def label_info(header: Any, threshold: float = 0.0, class_names: Iterable[str] = CLASS_NAMES) -> Any:
+    """vision_msgs/LabelInfo: train id -> class name, and the detection score threshold."""
+    from vision_msgs.msg import LabelInfo, VisionClass
+
+    msg = LabelInfo()
+    msg.header = header
+    msg.threshold = float(threshold)
+    for class_id, name in enumerate(class_names):
+        msg.class_map.append(VisionClass(class_id=class_id, class_name=name))
+    return msg
+
+
+def camera_info_for_output(camera_info: Any, header: Any, width: int, height: int) -> Any:
+    """The input CameraInfo restamped with the output header; outputs are at the input resolution,
+    so the intrinsics stay as they are. ValueError if it describes another image size."""
+    if int(camera_info.width) != width or int(camera_info.height) != height:
+        raise ValueError(
+            f"CameraInfo is {camera_info.width}x{camera_info.height}, outputs are {width}x{height}"
+        )
+    out = copy.copy(camera_info)
+    out.header = header
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- all
+
+
+def build_messages(
+    result: FrameResult,
+    header: Any,
+    camera_info: Any = None,
+    options: MessageOptions | None = None,
+    rgb: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """Output name -> message for every output in ``options.outputs`` that can be built.
+
+    3D outputs (detections_3d, markers) need ``result.K`` and ~/camera_info needs ``camera_info``;
+    visualization needs ``rgb`` (the input image, RGB uint8). Missing inputs skip those outputs;
+    the caller decides whether to warn.
+    """
+    options = options or MessageOptions()
+    wanted = options.outputs
+    header = output_header(header, options.frame_id)
+    out: dict[str, Any] = {}
+    if "panoptic" in wanted:
+        out["panoptic"] = numpy_to_image_msg(panoptic_to_uint16(result.panoptic_ids), "16UC1", header)
+    if "semantic" in wanted:
+        out["semantic"] = numpy_to_image_msg(np.asarray(result.semantic, dtype=np.uint8), "mono8", header)
+    if "depth" in wanted:
+        out["depth"] = numpy_to_image_msg(depth_for_output(result, options.depth_sky_inf), "32FC1", header)
+    if "visualization" in wanted and rgb is not None:
+        out["visualization"] = numpy_to_image_msg(visualization_bgr(result, rgb, options), "bgr8", header)
+    has_k = result.K is not None
+    if wanted & {"detections", "detections_3d", "markers"}:
+        segments = detection_segments(result, options)
+        if "detections" in wanted:
+            out["detections"] = detection2d_array(segments, header)
+        if "detections_3d" in wanted and has_k:
+            out["detections_3d"] = detection3d_array(segments, header)
+        if "markers" in wanted and has_k:
+            out["markers"] = marker_array(segments, header, options)
+    if "camera_info" in wanted and camera_info is not None:
+        out["camera_info"] = camera_info_for_output(camera_info, header, result.width, result.height)
+    return out

@@ -1,0 +1,512 @@
+"""The ROS 2 lifecycle node: inputs, latest-frame-wins worker, outputs, QoS following, diagnostics.
+
+configure loads the model and warms it up; activate creates publishers and subscriptions and starts
+the worker; deactivate stops them; cleanup frees the model. ``autostart`` (default true) walks the
+node to active by itself. Frame processing itself lives in ``processing`` (shared with the bag tool).
+Only rclpy API common to Humble, Jazzy and Kilted is used.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import sys
+import threading
+import time
+from collections import deque
+from typing import Any
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from vision_msgs.msg import Detection2DArray, Detection3DArray, LabelInfo
+from visualization_msgs.msg import MarkerArray
+
+from panoptic_depthlab_ros import messages as msgs
+from panoptic_depthlab_ros.image_conversion import MessageConversionError, camera_info_to_K
+from panoptic_depthlab_ros.params import (
+    CONFIGURE_TIME_PARAMETERS,
+    NodeParams,
+    declare_all,
+    read_params,
+    validate_params,
+    validate_value,
+    with_changes,
+)
+from panoptic_depthlab_ros.processing import (
+    FrameProcessor,
+    apply_live_params,
+    enabled_outputs,
+    load_predictor,
+    message_options,
+)
+from panoptic_depthlab_ros.qos import latched_qos_profile, topic_input_qos
+
+NODE_NAME = "panoptic_depthlab"
+OUTPUT_TYPES: dict[str, Any] = {
+    "panoptic": Image,
+    "semantic": Image,
+    "depth": Image,
+    "visualization": Image,
+    "detections": Detection2DArray,
+    "detections_3d": Detection3DArray,
+    "markers": MarkerArray,
+    "camera_info": CameraInfo,
+}
+OUTPUT_QOS = QoSProfile(depth=1)  # reliable, keep last 1: consumers want the newest result
+LATENCY_WINDOW = 200  # frames kept for the latency percentiles
+
+
+class FrameStats:
+    """Counters and recent latencies for /diagnostics; every method is thread-safe."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.received = 0
+        self.processed = 0
+        self.dropped = 0
+        self.skipped_no_subscribers = 0
+        self.rejected: dict[str, int] = {}
+        self.latencies: deque[dict[str, float]] = deque(maxlen=LATENCY_WINDOW)
+        self._last_rates = (time.monotonic(), 0, 0)
+
+    def reject(self, reason: str) -> None:
+        with self.lock:
+            self.rejected[reason] = self.rejected.get(reason, 0) + 1
+
+    def add_latency(self, timings_ms: dict[str, float]) -> None:
+        with self.lock:
+            self.processed += 1
+            self.latencies.append(dict(timings_ms))
+
+    def snapshot(self) -> dict[str, Any]:
+        """Counters, rates since the previous snapshot, and p50/p95 per stage."""
+        with self.lock:
+            now = time.monotonic()
+            then, received_then, processed_then = self._last_rates
+            elapsed = max(now - then, 1e-6)
+            snap = {
+                "received": self.received,
+                "processed": self.processed,
+                "dropped": self.dropped,
+                "skipped_no_subscribers": self.skipped_no_subscribers,
+                "rejected": dict(self.rejected),
+                "input_rate_hz": (self.received - received_then) / elapsed,
+                "output_rate_hz": (self.processed - processed_then) / elapsed,
+            }
+            self._last_rates = (now, self.received, self.processed)
+            recent = list(self.latencies)
+        stages: dict[str, list[float]] = {}
+        for timings in recent:
+            for stage, value in timings.items():
+                stages.setdefault(stage, []).append(value)
+        snap["latency_ms"] = {
+            stage: (float(np.percentile(values, 50)), float(np.percentile(values, 95)))
+            for stage, values in stages.items()
+        }
+        return snap
+
+
+class PanopticDepthLabNode(LifecycleNode):
+    """Panoptic segmentation + metric depth + per-segment distance for one camera."""
+
+    def __init__(self, node_name: str = NODE_NAME, **kwargs: Any) -> None:
+        super().__init__(node_name, **kwargs)
+        for problem in declare_all(self):
+            self.get_logger().error(problem)
+        self.params: NodeParams = read_params(self)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+        self.stats = FrameStats()
+        self._processor: FrameProcessor | None = None
+        self._state_label = "unconfigured"
+        self._out_pubs: dict[str, Any] = {}
+        self._label_info_pub = None
+        self._publish_lock = threading.Lock()  # held while publishing and while tearing publishers down
+        self._image_sub = None
+        self._image_sub_key: tuple[str, ReliabilityPolicy] | None = None
+        self._info_sub = None
+        self._info_sub_key: tuple[str, ReliabilityPolicy] | None = None
+        self._graph_timer = None
+
+        self._pending_lock = threading.Condition()
+        self._pending: tuple[Any, float] | None = None
+        self._camera_info: Any = None
+        self._camera_info_counted = False  # the latest CameraInfo's problem is already counted
+        self._worker: threading.Thread | None = None
+        self._running = False
+        self._last_error_log: dict[str, float] = {}
+        self._warned_no_camera_info = False
+
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._diag_timer = self.create_timer(self.params.diagnostics_period_s, self._publish_diagnostics)
+
+    # ------------------------------------------------------------------------------------ parameters
+    def _on_set_parameters(self, parameters: list[Any]) -> SetParametersResult:
+        changes = {}
+        for param in parameters:
+            problem = validate_value(param.name, param.value)
+            if problem:
+                return SetParametersResult(successful=False, reason=problem)
+            changes[param.name] = param.value
+        updated = with_changes(self.params, changes)
+        problems = validate_params(updated)
+        if problems:
+            return SetParametersResult(successful=False, reason="; ".join(problems))
+        old = self.params
+        self.params = updated
+        try:
+            self._apply_live(old, updated, set(changes))
+        except (ValueError, TypeError) as exc:  # a combination the core refuses: keep the old values
+            self.params = old
+            self._apply_live(updated, old, set(changes))
+            return SetParametersResult(successful=False, reason=str(exc))
+        return SetParametersResult(successful=True)
+
+    def _apply_live(self, old: NodeParams, new: NodeParams, changed: set[str]) -> None:
+        if changed & CONFIGURE_TIME_PARAMETERS:
+            self.get_logger().info(
+                f"{', '.join(sorted(changed & CONFIGURE_TIME_PARAMETERS))} changed; "
+                "applied on the next configure"
+            )
+        processor = self._processor
+        if processor is not None:
+            apply_live_params(processor.predictor, new)
+            processor.prefer_rectified = new.prefer_rectified
+            processor.max_pixels = new.max_input_pixels
+        if "diagnostics_period_s" in changed:
+            self.destroy_timer(self._diag_timer)
+            self._diag_timer = self.create_timer(new.diagnostics_period_s, self._publish_diagnostics)
+        if "graph_check_period_s" in changed and self._graph_timer is not None:
+            self.destroy_timer(self._graph_timer)
+            self._graph_timer = self.create_timer(new.graph_check_period_s, self._update_subscriptions)
+        if changed & {"publish_label_info", "min_detection_score"} and self._label_info_pub is not None:
+            self._publish_label_info()
+
+    # ------------------------------------------------------------------------------------ lifecycle
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        params = read_params(self)
+        problems = validate_params(params)
+        if problems:
+            for problem in problems:
+                self.get_logger().error(f"configure refused: {problem}")
+            return TransitionCallbackReturn.FAILURE
+        self.params = params
+        if params.model_config and not params.weights:
+            self.get_logger().warning(f"model_config {params.model_config} without weights: random weights")
+        try:
+            t0 = time.perf_counter()
+            predictor = load_predictor(params)
+            t1 = time.perf_counter()
+            if params.warmup_iterations:
+                predictor.warmup(params.warmup_iterations)
+        except Exception as exc:  # a bad path, a missing backend, CUDA absent: report, stay unconfigured
+            self.get_logger().error(
+                f"configure failed: could not load the model: {type(exc).__name__}: {exc}"
+            )
+            return TransitionCallbackReturn.FAILURE
+        self._processor = FrameProcessor(
+            predictor, message_options(params), params.prefer_rectified, params.max_input_pixels
+        )
+        self.get_logger().info(
+            f"model loaded in {(t1 - t0):.1f} s, warm-up {(time.perf_counter() - t1):.1f} s "
+            f"(backend {params.backend}, device {params.device}, precision {params.precision}, "
+            f"network input {predictor.input_hw[0]}x{predictor.input_hw[1]})"
+        )
+        self._state_label = "inactive"
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        with self._publish_lock:
+            for name, msg_type in OUTPUT_TYPES.items():
+                self._out_pubs[name] = self.create_publisher(msg_type, msgs.OUTPUT_TOPICS[name], OUTPUT_QOS)
+            self._label_info_pub = self.create_publisher(LabelInfo, "~/label_info", latched_qos_profile())
+        self._publish_label_info()
+        self._running = True
+        self._worker = threading.Thread(
+            target=self._worker_loop, name="panoptic_depthlab_worker", daemon=True
+        )
+        self._worker.start()
+        self._update_subscriptions()
+        self._graph_timer = self.create_timer(self.params.graph_check_period_s, self._update_subscriptions)
+        self._state_label = "active"
+        self.get_logger().info(f"active: subscribed to {self._image_topic()}")
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_processing()
+        self._state_label = "inactive"
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._free_model()
+        self._state_label = "unconfigured"
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_processing()
+        self._free_model()
+        self._state_label = "finalized"
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_processing()
+        self._free_model()
+        self._state_label = "unconfigured"
+        return TransitionCallbackReturn.SUCCESS
+
+    def _stop_processing(self) -> None:
+        """Subscriptions, timer, worker and publishers go away; nothing is published afterwards."""
+        if self._graph_timer is not None:
+            self.destroy_timer(self._graph_timer)
+            self._graph_timer = None
+        for sub in (self._image_sub, self._info_sub):
+            if sub is not None:
+                self.destroy_subscription(sub)
+        self._image_sub = self._info_sub = None
+        self._image_sub_key = self._info_sub_key = None
+        with self._pending_lock:
+            self._running = False
+            self._pending = None
+            self._pending_lock.notify_all()
+        if self._worker is not None:
+            self._worker.join(timeout=30.0)
+            self._worker = None
+        with self._publish_lock:
+            for pub in list(self._out_pubs.values()) + [self._label_info_pub]:
+                if pub is not None:
+                    self.destroy_publisher(pub)
+            self._out_pubs = {}
+            self._label_info_pub = None
+
+    def _free_model(self) -> None:
+        processor, self._processor = self._processor, None
+        if processor is None:
+            return
+        device = str(getattr(processor.predictor, "device", "cpu"))
+        del processor
+        gc.collect()
+        if device.startswith("cuda"):
+            import torch
+
+            torch.cuda.empty_cache()
+
+    # ------------------------------------------------------------------------------------ inputs
+    def _image_topic(self) -> str:
+        return "image/compressed" if self.params.image_transport == "compressed" else "image"
+
+    def _update_subscriptions(self) -> None:
+        """(Re)create input subscriptions when the wanted topic or reliability changed (auto mode
+        follows the publishers: best-effort as soon as one publisher is best-effort)."""
+        if not self._running:
+            return
+        params = self.params
+        topic = self._image_topic()
+        profile = topic_input_qos(self, topic, params.input_reliability)
+        key = (topic, profile.reliability)
+        if key != self._image_sub_key:
+            if self._image_sub is not None:
+                self.destroy_subscription(self._image_sub)
+            msg_type = CompressedImage if params.image_transport == "compressed" else Image
+            self._image_sub = self.create_subscription(msg_type, topic, self._on_image, profile)
+            self._image_sub_key = key
+            self.get_logger().info(
+                f"input {self.resolve_topic_name(topic)}: {msg_type.__name__}, "
+                f"{'best-effort' if profile.reliability == ReliabilityPolicy.BEST_EFFORT else 'reliable'}"
+            )
+        if not params.use_camera_info:
+            if self._info_sub is not None:
+                self.destroy_subscription(self._info_sub)
+                self._info_sub, self._info_sub_key, self._camera_info = None, None, None
+            return
+        info_profile = topic_input_qos(self, "camera_info", params.input_reliability)
+        info_key = ("camera_info", info_profile.reliability)
+        if info_key != self._info_sub_key:
+            if self._info_sub is not None:
+                self.destroy_subscription(self._info_sub)
+            self._info_sub = self.create_subscription(
+                CameraInfo, "camera_info", self._on_camera_info, info_profile
+            )
+            self._info_sub_key = info_key
+
+    def _on_image(self, msg: Any) -> None:
+        """Latest frame wins: store it, count the one it replaces as dropped."""
+        with self._pending_lock:
+            with self.stats.lock:
+                self.stats.received += 1
+                if self._pending is not None:
+                    self.stats.dropped += 1
+            self._pending = (msg, time.monotonic())
+            self._pending_lock.notify()
+
+    def _on_camera_info(self, msg: Any) -> None:
+        counted = False
+        try:
+            camera_info_to_K(msg, prefer_P=self.params.prefer_rectified)
+        except MessageConversionError as exc:
+            self._reject(exc.reason, f"camera_info: {exc}")
+            counted = True
+        self._camera_info, self._camera_info_counted = msg, counted
+
+    def _reject(self, reason: str, text: str) -> None:
+        """Count a rejected input by reason and log it, at most once per throttle period per reason."""
+        self.stats.reject(reason)
+        now = time.monotonic()
+        if now - self._last_error_log.get(reason, -math.inf) >= self.params.error_log_throttle_s:
+            self._last_error_log[reason] = now
+            self.get_logger().error(f"rejected input ({reason}): {text}")
+
+    # ------------------------------------------------------------------------------------ worker
+    def _wanted_outputs(self) -> frozenset[str]:
+        """Enabled outputs with at least one subscriber: nothing else is computed."""
+        enabled = enabled_outputs(self.params)
+        pubs = self._out_pubs
+        return frozenset(n for n in enabled if n in pubs and pubs[n].get_subscription_count())
+
+    def _worker_loop(self) -> None:
+        while True:
+            with self._pending_lock:
+                while self._running and self._pending is None:
+                    self._pending_lock.wait(timeout=0.5)
+                if not self._running:
+                    return
+                msg, received_at = self._pending
+                self._pending = None
+            try:
+                self._process(msg, received_at)
+            except MessageConversionError as exc:
+                self._reject(exc.reason, str(exc))
+            except ValueError as exc:
+                self._reject("invalid_input", f"{type(exc).__name__}: {exc}")
+            except Exception as exc:  # the node must keep running whatever one frame does
+                self._reject("processing_error", f"{type(exc).__name__}: {exc}")
+
+    def _process(self, msg: Any, received_at: float) -> None:
+        processor = self._processor
+        if processor is None:
+            return
+        wanted = self._wanted_outputs()
+        if not wanted:
+            with self.stats.lock:
+                self.stats.skipped_no_subscribers += 1
+            return
+        params = self.params
+        camera_info = self._camera_info if params.use_camera_info else None
+        if params.use_camera_info and camera_info is None and wanted & msgs.OUTPUTS_NEEDING_K:
+            if not self._warned_no_camera_info:
+                self._warned_no_camera_info = True
+                self.get_logger().warning(
+                    f"no CameraInfo on {self.resolve_topic_name('camera_info')} yet: 3D outputs "
+                    "(detections_3d, markers, camera_info) are skipped until one arrives"
+                )
+        frame = processor.process(msg, camera_info, message_options(params, wanted))
+        if frame.camera_info_error is not None and not self._camera_info_counted:
+            self._camera_info_counted = True  # once per CameraInfo message, not once per frame
+            self._reject(frame.camera_info_error.reason, f"camera_info: {frame.camera_info_error}")
+        t0 = time.perf_counter()
+        with self._publish_lock:
+            if not self._running:
+                return
+            for name, message in frame.messages.items():
+                self._out_pubs[name].publish(message)
+        timings = dict(frame.timings_ms)
+        timings["publish"] = (time.perf_counter() - t0) * 1e3
+        timings["total"] = (time.monotonic() - received_at) * 1e3
+        self.stats.add_latency(timings)
+
+    def _publish_label_info(self) -> None:
+        with self._publish_lock:
+            if self._label_info_pub is None or not self.params.publish_label_info:
+                return
+            header = msgs.output_header(Image().header, self.params.frame_id)
+            header.stamp = self.get_clock().now().to_msg()
+            self._label_info_pub.publish(msgs.label_info(header, self.params.min_detection_score))
+
+    # ------------------------------------------------------------------------------------ diagnostics
+    def _publish_diagnostics(self) -> None:
+        snap = self.stats.snapshot()
+        params = self.params
+        status = DiagnosticStatus()
+        status.name = f"{self.get_fully_qualified_name()}: panoptic_depthlab"
+        status.hardware_id = params.device
+        rejected_total = sum(snap["rejected"].values())
+        if self._state_label != "active":
+            status.level, status.message = DiagnosticStatus.WARN, f"not processing ({self._state_label})"
+        elif snap["rejected"]:
+            status.level, status.message = DiagnosticStatus.WARN, f"{rejected_total} input(s) rejected so far"
+        else:
+            status.level, status.message = DiagnosticStatus.OK, "ok"
+        values = {
+            "state": self._state_label,
+            "backend": params.backend,
+            "device": params.device,
+            "precision": params.precision,
+            "input_topic": self.resolve_topic_name(self._image_topic()),
+            "input_reliability": self._effective_reliability(),
+            "input_rate_hz": f"{snap['input_rate_hz']:.2f}",
+            "output_rate_hz": f"{snap['output_rate_hz']:.2f}",
+            "frames_received": str(snap["received"]),
+            "frames_processed": str(snap["processed"]),
+            "frames_dropped": str(snap["dropped"]),
+            "frames_skipped_no_subscribers": str(snap["skipped_no_subscribers"]),
+            "frames_rejected": str(rejected_total),
+        }
+        for reason, count in sorted(snap["rejected"].items()):
+            values[f"rejected_{reason}"] = str(count)
+        for stage, (p50, p95) in sorted(snap["latency_ms"].items()):
+            values[f"latency_{stage}_p50_ms"] = f"{p50:.2f}"
+            values[f"latency_{stage}_p95_ms"] = f"{p95:.2f}"
+        status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
+        array = DiagnosticArray()
+        array.header.stamp = self.get_clock().now().to_msg()
+        array.status = [status]
+        self._diag_pub.publish(array)
+
+    def _effective_reliability(self) -> str:
+        if self._image_sub_key is None:
+            return f"{self.params.input_reliability} (no subscription)"
+        policy = "best_effort" if self._image_sub_key[1] == ReliabilityPolicy.BEST_EFFORT else "reliable"
+        return f"{self.params.input_reliability} -> {policy}"
+
+
+def main(args: list[str] | None = None) -> int:
+    """Console script ``panoptic_depthlab_node``; accepts ``--ros-args`` (params file, remaps)."""
+    rclpy.init(args=args if args is not None else sys.argv)
+    executor = SingleThreadedExecutor()
+    node = None
+    try:
+        node = PanopticDepthLabNode()
+        executor.add_node(node)
+        if node.params.autostart:
+            if node.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+                if rclpy.ok():
+                    node.trigger_activate()
+            elif rclpy.ok():
+                node.get_logger().error(
+                    "autostart: configure failed; node stays unconfigured "
+                    "(fix the parameters, then call change_state configure)"
+                )
+        if rclpy.ok():
+            executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            try:
+                node._stop_processing()
+                node._free_model()
+                node.destroy_node()
+            except Exception:  # context already shut down by SIGINT: nothing left to release
+                pass
+        executor.shutdown(timeout_sec=1.0)
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,322 @@
+"""Every node parameter: one table with type, default, description and range, plus validation.
+
+The table drives ``declare_parameter`` (each with a ParameterDescriptor, so ``ros2 param describe``
+shows the type, the range and the allowed values), the YAML file and the docs table. Values are
+checked twice: rclpy enforces type and numeric ranges from the descriptor; ``validate_value`` and
+``validate_params`` check what a descriptor cannot say (choices, odd kernels, min < max), so a bad
+value is refused with a reason instead of crashing the node.
+
+Model parameters (config, weights, backend, device, precision, input size, warmup) are read on
+``configure``; everything else applies to the next frame.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, fields
+from typing import Any
+
+# name -> (default, description, range-or-choices). A range is (low, high) or (low, high, step);
+# choices is a tuple of strings. Types come from the defaults (bool, int, float, str).
+_SPECS: dict[str, tuple[Any, str, Any]] = {
+    # --- model (read on configure)
+    "model_config": ("", "Model YAML (config/models/*.yaml); empty = the shipped default model.", None),
+    "weights": (
+        "",
+        "Weights (.safetensors); empty = the default model's weights, or random init when "
+        "model_config is set (a warning is logged).",
+        None,
+    ),
+    "backend": ("torch", "Inference backend.", ("torch", "onnxruntime", "tensorrt")),
+    "device": ("cpu", "Device: cpu, cuda or cuda:N.", None),
+    "precision": ("fp32", "Numeric precision of the network.", ("fp32", "fp16", "bf16")),
+    "input_height": (0, "Network input height in pixels (multiple of 32); 0 = model config.", (0, 8192, 32)),
+    "input_width": (0, "Network input width in pixels (multiple of 32); 0 = model config.", (0, 8192, 32)),
+    "warmup_iterations": (1, "Inference runs on a blank image during configure.", (0, 20)),
+    # --- post-processing (live)
+    "center_threshold": (0.1, "Instance center heatmap threshold.", (0.0, 1.0)),
+    "nms_kernel": (7, "Odd max-pool window for center NMS (network pixels).", (1, 99, 2)),
+    "top_k": (200, "Keep at most this many instance centers.", (1, 1000)),
+    "stuff_area": (2048, "Stuff regions smaller than this (network pixels) become void.", (0, 10_000_000)),
+    # --- distances (live)
+    "distance_statistic": (
+        "median",
+        "Per-segment distance from its valid depth pixels.",
+        ("median", "mean", "trimmed_mean", "p10"),
+    ),
+    "trim_fraction": (0.1, "Fraction cut from each end for trimmed_mean.", (0.0, 0.49)),
+    "min_depth_m": (0.1, "Depth below this is invalid (m).", (0.0, 1000.0)),
+    "max_depth_m": (80.0, "Depth above this is invalid (m).", (0.01, 1000.0)),
+    "min_detection_score": (
+        0.0,
+        "Detections/markers below this score are dropped; LabelInfo threshold.",
+        (0.0, 1.0),
+    ),
+    # --- input
+    "image_transport": (
+        "raw",
+        "raw: subscribe 'image' (sensor_msgs/Image); compressed: 'image/compressed'.",
+        ("raw", "compressed"),
+    ),
+    "input_reliability": (
+        "auto",
+        "Input QoS reliability; auto follows the publishers (history depth 1).",
+        ("auto", "reliable", "best_effort"),
+    ),
+    "use_camera_info": (True, "Subscribe 'camera_info' for K (3D outputs need it).", None),
+    "prefer_rectified": (True, "Use P (rectified) instead of K from CameraInfo when P is set.", None),
+    "max_input_pixels": (8192 * 8192, "Images claiming more pixels are rejected.", (1, 2**31 - 1)),
+    # --- outputs (live)
+    "publish_panoptic": (True, "Publish ~/panoptic (16UC1 class*1000+instance, 65535 void).", None),
+    "publish_semantic": (True, "Publish ~/semantic (mono8 train ids, 255 void).", None),
+    "publish_depth": (True, "Publish ~/depth (32FC1 metres along z, NaN invalid).", None),
+    "publish_visualization": (True, "Publish ~/visualization (bgr8 distance-coloured overlay).", None),
+    "publish_detections": (True, "Publish ~/detections (vision_msgs/Detection2DArray).", None),
+    "publish_detections_3d": (True, "Publish ~/detections_3d (vision_msgs/Detection3DArray; needs K).", None),
+    "publish_markers": (True, "Publish ~/markers (visualization_msgs/MarkerArray; needs K).", None),
+    "publish_label_info": (True, "Publish ~/label_info (vision_msgs/LabelInfo, transient_local).", None),
+    "publish_camera_info": (True, "Publish ~/camera_info matching the output images.", None),
+    "include_stuff_detections": (False, "Also emit detections/markers for stuff segments.", None),
+    "marker_boxes": (True, "Add a wire-frame box marker per detection.", None),
+    "marker_text_size_m": (0.6, "Height of the text markers (m).", (0.01, 10.0)),
+    "depth_sky_inf": (False, "Write +Inf for sky pixels in ~/depth (REP 117).", None),
+    "viz_min_distance_m": (
+        10.0,
+        "Distance shown with the nearest colour in ~/visualization (m).",
+        (0.0, 1000.0),
+    ),
+    "viz_max_distance_m": (
+        60.0,
+        "Distance shown with the farthest colour in ~/visualization (m).",
+        (0.1, 1000.0),
+    ),
+    "frame_id": ("", "Override the output frame_id; empty = the input image's frame_id.", None),
+    # --- node
+    "autostart": (True, "Configure and activate on start (plain `ros2 run`).", None),
+    "diagnostics_period_s": (1.0, "Period of /diagnostics (s).", (0.1, 60.0)),
+    "graph_check_period_s": (
+        0.5,
+        "How often input publishers' QoS is checked in auto mode (s).",
+        (0.05, 10.0),
+    ),
+    "error_log_throttle_s": (5.0, "Minimum seconds between error logs of the same reason.", (0.0, 3600.0)),
+}
+
+# Read only in on_configure: changing them later takes effect at the next configure.
+CONFIGURE_TIME_PARAMETERS: frozenset[str] = frozenset(
+    {
+        "model_config",
+        "weights",
+        "backend",
+        "device",
+        "precision",
+        "input_height",
+        "input_width",
+        "warmup_iterations",
+    }
+)
+
+_DEVICE_RE = re.compile(r"^(cpu|cuda(:\d+)?)$")
+
+
+@dataclass
+class NodeParams:
+    """All node parameters, typed; field names equal parameter names."""
+
+    model_config: str = ""
+    weights: str = ""
+    backend: str = "torch"
+    device: str = "cpu"
+    precision: str = "fp32"
+    input_height: int = 0
+    input_width: int = 0
+    warmup_iterations: int = 1
+    center_threshold: float = 0.1
+    nms_kernel: int = 7
+    top_k: int = 200
+    stuff_area: int = 2048
+    distance_statistic: str = "median"
+    trim_fraction: float = 0.1
+    min_depth_m: float = 0.1
+    max_depth_m: float = 80.0
+    min_detection_score: float = 0.0
+    image_transport: str = "raw"
+    input_reliability: str = "auto"
+    use_camera_info: bool = True
+    prefer_rectified: bool = True
+    max_input_pixels: int = 8192 * 8192
+    publish_panoptic: bool = True
+    publish_semantic: bool = True
+    publish_depth: bool = True
+    publish_visualization: bool = True
+    publish_detections: bool = True
+    publish_detections_3d: bool = True
+    publish_markers: bool = True
+    publish_label_info: bool = True
+    publish_camera_info: bool = True
+    include_stuff_detections: bool = False
+    marker_boxes: bool = True
+    marker_text_size_m: float = 0.6
+    depth_sky_inf: bool = False
+    viz_min_distance_m: float = 10.0
+    viz_max_distance_m: float = 60.0
+    frame_id: str = ""
+    autostart: bool = True
+    diagnostics_period_s: float = 1.0
+    graph_check_period_s: float = 0.5
+    error_log_throttle_s: float = 5.0
+
+    def overrides(self) -> dict[str, dict[str, Any]]:
+        """Predictor config overrides (sections input/postprocess/segments) from these values."""
+        out: dict[str, dict[str, Any]] = {
+            "postprocess": {
+                "center_threshold": self.center_threshold,
+                "nms_kernel": self.nms_kernel,
+                "top_k": self.top_k,
+                "stuff_area": self.stuff_area,
+            },
+            "segments": {
+                "distance_statistic": self.distance_statistic,
+                "trim_fraction": self.trim_fraction,
+                "min_depth_m": self.min_depth_m,
+                "max_depth_m": self.max_depth_m,
+            },
+        }
+        if self.input_height and self.input_width:
+            out["input"] = {"height": self.input_height, "width": self.input_width}
+        return out
+
+
+PARAMETER_NAMES: tuple[str, ...] = tuple(_SPECS)
+
+
+def parameter_specs() -> dict[str, tuple[Any, str, Any]]:
+    """name -> (default, description, range or choices); for docs and tests."""
+    return dict(_SPECS)
+
+
+def _check_table() -> None:
+    names = {f.name for f in fields(NodeParams)}
+    if names != set(_SPECS):
+        raise RuntimeError(f"NodeParams and the parameter table differ: {sorted(names ^ set(_SPECS))}")
+    for f in fields(NodeParams):
+        if f.default != _SPECS[f.name][0]:
+            raise RuntimeError(f"default of {f.name} differs between NodeParams and the table")
+
+
+_check_table()
+
+
+def validate_value(name: str, value: Any) -> str | None:
+    """Why ``value`` is not acceptable for parameter ``name``; None when it is."""
+    if name not in _SPECS:
+        return f"unknown parameter {name!r}"
+    default, _, constraint = _SPECS[name]
+    expected = type(default)
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if type(value) is not expected:
+        return f"{name} must be a {expected.__name__}, got {type(value).__name__} {value!r}"
+    if isinstance(constraint, tuple) and constraint and isinstance(constraint[0], str):
+        if value not in constraint:
+            return f"{name} must be one of {', '.join(constraint)}; got {value!r}"
+    elif isinstance(constraint, tuple):
+        low, high = constraint[0], constraint[1]
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"{name} must be finite, got {value}"
+        if not low <= value <= high:
+            return f"{name} must be in [{low}, {high}], got {value}"
+        if len(constraint) == 3 and (value - low) % constraint[2]:
+            return f"{name} must be {low} + a multiple of {constraint[2]}, got {value}"
+    if name == "device" and not _DEVICE_RE.match(value):
+        return f"device must be cpu, cuda or cuda:N; got {value!r}"
+    return None
+
+
+def validate_params(params: NodeParams) -> list[str]:
+    """Every problem with a complete parameter set (each value and the cross-parameter rules)."""
+    problems = [p for f in fields(NodeParams) if (p := validate_value(f.name, getattr(params, f.name)))]
+    if params.min_depth_m >= params.max_depth_m:
+        problems.append(f"min_depth_m ({params.min_depth_m}) must be < max_depth_m ({params.max_depth_m})")
+    if params.viz_min_distance_m >= params.viz_max_distance_m:
+        problems.append(
+            f"viz_min_distance_m ({params.viz_min_distance_m}) must be < viz_max_distance_m "
+            f"({params.viz_max_distance_m})"
+        )
+    if (params.input_height == 0) != (params.input_width == 0):
+        problems.append(
+            "input_height and input_width must both be 0 (model config) or both be set, got "
+            f"{params.input_height}x{params.input_width}"
+        )
+    return problems
+
+
+def descriptor(name: str) -> Any:
+    """rcl_interfaces ParameterDescriptor for ``name`` (type, description, range, choices)."""
+    from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
+
+    default, description, constraint = _SPECS[name]
+    type_ids = {
+        bool: ParameterType.PARAMETER_BOOL,
+        int: ParameterType.PARAMETER_INTEGER,
+        float: ParameterType.PARAMETER_DOUBLE,
+        str: ParameterType.PARAMETER_STRING,
+    }
+    desc = ParameterDescriptor(name=name, type=type_ids[type(default)], description=description)
+    if isinstance(constraint, tuple) and constraint and isinstance(constraint[0], str):
+        desc.additional_constraints = "one of: " + ", ".join(constraint)
+    elif isinstance(constraint, tuple) and isinstance(default, float):
+        desc.floating_point_range = [
+            FloatingPointRange(from_value=float(constraint[0]), to_value=float(constraint[1]), step=0.0)
+        ]
+    elif isinstance(constraint, tuple):
+        step = constraint[2] if len(constraint) == 3 else 1
+        desc.integer_range = [IntegerRange(from_value=constraint[0], to_value=constraint[1], step=step)]
+    if name in CONFIGURE_TIME_PARAMETERS:
+        desc.additional_constraints = (
+            desc.additional_constraints + "; " if desc.additional_constraints else ""
+        ) + "applied on the next configure"
+    return desc
+
+
+def declare_all(node: Any) -> list[str]:
+    """Declare every parameter on ``node``; a refused override falls back to the default.
+
+    Returns the error messages for refused overrides (from --params-file or -p), so the node can
+    log them and keep running instead of dying in its constructor.
+    """
+    from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
+
+    errors = []
+    for name, (default, _, _) in _SPECS.items():
+        try:
+            node.declare_parameter(name, default, descriptor(name))
+            problem = validate_value(name, node.get_parameter(name).value)
+        except (InvalidParameterTypeException, InvalidParameterValueException) as exc:
+            problem = str(exc)
+            if node.has_parameter(name):
+                node.undeclare_parameter(name)
+            node.declare_parameter(name, default, descriptor(name), ignore_override=True)
+        if problem:
+            errors.append(f"parameter {name}: {problem}; using the default {default!r}")
+            from rclpy.parameter import Parameter
+
+            node.set_parameters([Parameter(name, value=default)])
+    return errors
+
+
+def read_params(node: Any) -> NodeParams:
+    """The node's current parameter values as a NodeParams."""
+    return NodeParams(**{name: node.get_parameter(name).value for name in _SPECS})
+
+
+def with_changes(params: NodeParams, changes: dict[str, Any]) -> NodeParams:
+    """A copy of ``params`` with ``changes`` applied (ints widened to floats where floats are expected)."""
+    values = {f.name: getattr(params, f.name) for f in fields(NodeParams)}
+    for name, value in changes.items():
+        wants_float = isinstance(_SPECS.get(name, (None,))[0], float)
+        if wants_float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        values[name] = value
+    return NodeParams(**values)

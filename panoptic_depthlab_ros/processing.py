@@ -1,0 +1,174 @@
+"""One frame: input message (+ CameraInfo) -> RGB and K -> Predictor -> output messages.
+
+No node here, so the live node and the offline bag tool share the exact data path. Errors in the
+input are ``MessageConversionError`` subclasses (ValueError) whose ``reason`` is a short tag the
+node counts in /diagnostics; a bad CameraInfo never rejects the frame, it only drops the 3D outputs.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from panoptic_depthlab_core.results import FrameResult
+from panoptic_depthlab_ros.image_conversion import (
+    DEFAULT_MAX_PIXELS,
+    CameraInfoError,
+    ImageConversionError,
+    camera_info_to_K,
+    check_camera_info_matches,
+    compressed_msg_to_rgb,
+    image_msg_to_rgb,
+)
+from panoptic_depthlab_ros.messages import MessageOptions, build_messages
+from panoptic_depthlab_ros.params import NodeParams
+
+
+@dataclass
+class ProcessedFrame:
+    """What one frame produced; ``messages`` maps output names to ready-to-publish messages."""
+
+    result: FrameResult | None
+    messages: dict[str, Any]
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    camera_info_error: CameraInfoError | None = None  # why K was not used (3D outputs skipped)
+
+
+def is_compressed(msg: Any) -> bool:
+    """sensor_msgs/CompressedImage has ``format`` and no ``encoding``."""
+    return hasattr(msg, "format") and not hasattr(msg, "encoding")
+
+
+def decode_image(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Image or CompressedImage -> uint8 (H, W, 3) RGB; ImageConversionError with ``reason``."""
+    if is_compressed(msg):
+        return compressed_msg_to_rgb(msg, max_pixels=max_pixels)
+    return image_msg_to_rgb(msg, max_pixels=max_pixels)
+
+
+def intrinsics_for(camera_info: Any, width: int, height: int, prefer_rectified: bool = True) -> np.ndarray:
+    """K for a width x height image from CameraInfo; CameraInfoError when unusable or mismatched."""
+    check_camera_info_matches(camera_info, width, height)
+    return camera_info_to_K(camera_info, prefer_P=prefer_rectified)
+
+
+def message_options(params: NodeParams, outputs: frozenset[str] | None = None) -> MessageOptions:
+    """MessageOptions from node parameters; ``outputs`` None = every output whose toggle is on."""
+    if outputs is None:
+        outputs = enabled_outputs(params)
+    return MessageOptions(
+        outputs=outputs,
+        include_stuff_detections=params.include_stuff_detections,
+        min_detection_score=params.min_detection_score,
+        marker_boxes=params.marker_boxes,
+        marker_text_size_m=params.marker_text_size_m,
+        depth_sky_inf=params.depth_sky_inf,
+        viz_min_distance_m=params.viz_min_distance_m,
+        viz_max_distance_m=params.viz_max_distance_m,
+        frame_id=params.frame_id,
+    )
+
+
+def enabled_outputs(params: NodeParams) -> frozenset[str]:
+    """Output names whose ``publish_<name>`` parameter is true (label_info is separate: latched)."""
+    from panoptic_depthlab_ros.messages import OUTPUT_NAMES
+
+    return frozenset(name for name in OUTPUT_NAMES if getattr(params, f"publish_{name}"))
+
+
+def load_predictor(params: NodeParams) -> Any:
+    """Build the Predictor the parameters describe (model config, weights, backend, input size...)."""
+    from panoptic_depthlab_core.predictor import Predictor
+
+    return Predictor.from_config(
+        config=params.model_config or None,
+        weights=params.weights or None,
+        backend=params.backend,
+        device=params.device,
+        precision=params.precision,
+        overrides=params.overrides(),
+    )
+
+
+def apply_live_params(predictor: Any, params: NodeParams) -> None:
+    """Post-processing and distance settings take effect on the next frame without a reload."""
+    from panoptic_depthlab_core.config import from_dict
+
+    cfg = predictor.cfg
+    overrides = params.overrides()
+    for section in ("postprocess", "segments"):
+        current = getattr(cfg, section)
+        values = {**{k: getattr(current, k) for k in current.__dataclass_fields__}, **overrides[section]}
+        setattr(cfg, section, from_dict(type(current), values))
+
+
+class FrameProcessor:
+    """Predictor + options; ``process(image_msg, camera_info)`` gives the outputs of one frame."""
+
+    def __init__(
+        self,
+        predictor: Any,
+        options: MessageOptions | None = None,
+        prefer_rectified: bool = True,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ) -> None:
+        self.predictor = predictor
+        self.options = options or MessageOptions()
+        self.prefer_rectified = prefer_rectified
+        self.max_pixels = max_pixels
+
+    def process(
+        self, image_msg: Any, camera_info: Any = None, options: MessageOptions | None = None
+    ) -> ProcessedFrame:
+        """Decode, infer, build messages. Raises ImageConversionError for a bad image; any
+        CameraInfo problem is returned in ``camera_info_error`` and only the 3D outputs are skipped."""
+        options = options or self.options
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        rgb = decode_image(image_msg, self.max_pixels)
+        height, width = rgb.shape[:2]
+        K = None
+        info_error = None
+        if camera_info is not None:
+            try:
+                K = intrinsics_for(camera_info, width, height, self.prefer_rectified)
+            except CameraInfoError as exc:
+                info_error = exc
+        t1 = time.perf_counter()
+        timings["decode"] = (t1 - t0) * 1e3
+        result = self.predictor.predict(rgb, K)
+        t2 = time.perf_counter()
+        for stage, value in result.timings_ms.items():
+            if stage != "total":
+                timings[stage] = value
+        timings["inference"] = (t2 - t1) * 1e3
+        info_for_output = camera_info if K is not None else None
+        messages = build_messages(
+            result,
+            image_msg.header,
+            info_for_output,
+            options,
+            rgb=rgb if "visualization" in options.outputs else None,
+        )
+        timings["messages"] = (time.perf_counter() - t2) * 1e3
+        return ProcessedFrame(
+            result=result, messages=messages, timings_ms=timings, camera_info_error=info_error
+        )
+
+
+__all__ = [
+    "CameraInfoError",
+    "FrameProcessor",
+    "ImageConversionError",
+    "ProcessedFrame",
+    "apply_live_params",
+    "decode_image",
+    "enabled_outputs",
+    "intrinsics_for",
+    "is_compressed",
+    "load_predictor",
+    "message_options",
+]

@@ -1,0 +1,104 @@
+"""Predictor: any input size in, maps of that size out; letterboxing undone; bad input refused."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from panoptic_depthlab_core.model import ModelConfig
+from panoptic_depthlab_core.predictor import InputConfig, PipelineConfig, Predictor
+
+SMALL = ModelConfig(name="tiny", backbone="mobilenet_v3_large", use_dsconv=True, aspp_channels=32,
+                    sem_decoder_channels=32, sem_head_channels=32, ins_decoder_channels=16, ins_head_channels=16,
+                    depth_decoder_channels=32, depth_head_channels=32, pool_kernel=None)
+
+
+@pytest.fixture(scope="module")
+def predictor() -> Predictor:
+    torch.manual_seed(0)
+    return Predictor(PipelineConfig(model=SMALL, input=InputConfig(height=128, width=256)), weights=None)
+
+
+@pytest.mark.parametrize("shape", [(1080, 1920, 3), (375, 1242, 3), (77, 33, 3)])
+def test_outputs_have_the_input_size(predictor: Predictor, shape) -> None:
+    image = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    result = predictor.predict(image)
+    h, w = shape[:2]
+    assert result.panoptic_ids.shape == (h, w) and result.panoptic_ids.dtype == np.int32
+    assert result.semantic.shape == (h, w) and result.semantic.dtype == np.uint8
+    assert result.depth_m.shape == (h, w) and result.depth_m.dtype == np.float32
+    assert set(result.timings_ms) >= {"preprocess", "network", "postprocess", "segments", "total"}
+
+
+def test_letterbox_is_undone_exactly(predictor: Predictor) -> None:
+    """With a model that outputs depth = the image's own column index, the mapped-back depth must
+    follow the input's columns: the padding never leaks into the result."""
+
+    class ColumnModel(torch.nn.Module):
+        def forward(self, images):
+            b, _, h, w = images.shape
+            depth = images[:, :1].clone()  # red channel carries the encoded column
+            sem = torch.zeros(b, 19, h, w)
+            sem[:, 0] = 1.0
+            return {"sem_logits": sem, "center": torch.zeros(b, 1, h, w), "offset": torch.zeros(b, 2, h, w),
+                    "depth": depth}
+
+    p = Predictor(PipelineConfig(model=SMALL, input=InputConfig(height=128, width=256)), weights=None,
+                  model=ColumnModel())
+    h, w = 300, 400  # letterboxed into 128x256 as 128x171 + padding
+    image = np.zeros((h, w, 3), np.uint8)
+    image[..., 0] = (np.arange(w) * 200 // w)[None, :]
+    result = p.predict(image)
+    # Interior columns: the resampled value stays within one input quantisation step of the truth.
+    err = np.abs(result.depth_m[:, 5:-5] - image[:, 5:-5, 0].astype(np.float32))
+    assert err.max() <= 3.0
+    assert (result.panoptic_ids == 0).all()  # road everywhere, area above stuff_area
+
+
+def test_intrinsics_give_3d_positions(predictor: Predictor) -> None:
+    image = np.full((120, 160, 3), 128, np.uint8)
+    K = np.array([[100.0, 0, 80], [0, 100.0, 60], [0, 0, 1]])
+    result = predictor.predict(image, K)
+    for seg in result.segments:
+        if np.isfinite(seg.distance_m):
+            assert seg.position_xyz_m is not None
+            assert seg.position_xyz_m[2] == pytest.approx(seg.distance_m, rel=1e-4)
+
+
+@pytest.mark.parametrize(
+    "image, match",
+    [
+        (np.zeros((10, 10), np.uint8), r"\(H, W, 3\)"),
+        (np.zeros((10, 10, 4), np.uint8), r"\(H, W, 3\)"),
+        (np.zeros((10, 10, 3), np.float32), "uint8"),
+        ([[0, 0, 0]], "numpy"),
+    ],
+)
+def test_bad_image_is_a_clear_error(predictor: Predictor, image, match) -> None:
+    with pytest.raises(ValueError, match=match):
+        predictor.predict(image)
+
+
+@pytest.mark.parametrize(
+    "K, match",
+    [(np.eye(2), "3x3"), (np.array([[np.nan, 0, 1], [0, 1, 1], [0, 0, 1]]), "non-finite"), (np.zeros((3, 3)), "focal")],
+)
+def test_bad_intrinsics_are_a_clear_error(predictor: Predictor, K, match) -> None:
+    with pytest.raises(ValueError, match=match):
+        predictor.predict(np.zeros((32, 32, 3), np.uint8), K)
+
+
+def test_nothing_detected_gives_empty_segments() -> None:
+    class Void(torch.nn.Module):
+        def forward(self, images):
+            b, _, h, w = images.shape
+            sem = torch.zeros(b, 19, h, w)
+            sem[:, 13] = 1.0  # every pixel 'car' but no center: all void
+            return {"sem_logits": sem, "center": torch.zeros(b, 1, h, w), "offset": torch.zeros(b, 2, h, w),
+                    "depth": torch.full((b, 1, h, w), 10.0)}
+
+    p = Predictor(PipelineConfig(model=SMALL, input=InputConfig(height=64, width=64)), weights=None, model=Void())
+    result = p.predict(np.zeros((50, 70, 3), np.uint8))
+    assert result.segments == []
+    assert (result.panoptic_ids == -1).all()

@@ -1,0 +1,199 @@
+"""Per-segment statistics against per-segment numpy masks and analytic planes with known K."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from panoptic_depthlab_core.config import ConfigError, from_dict
+from panoptic_depthlab_core.segments import SegmentsConfig, compute_segments
+
+K = np.array([[500.0, 0.0, 32.0], [0.0, 400.0, 24.0], [0.0, 0.0, 1.0]])
+
+
+def trim_mean(values: np.ndarray, fraction: float) -> float:
+    v = np.sort(values)
+    cut = int(fraction * len(v))
+    return float(v[cut : len(v) - cut].mean())
+
+
+def reference_segment(ids, depth, seg_id, cfg: SegmentsConfig, K=None) -> dict:
+    """One segment from its boolean mask with plain numpy, nothing shared with the fast code."""
+    mask = ids == seg_id
+    ys, xs = np.nonzero(mask)
+    out = {
+        "area": int(mask.sum()),
+        "bbox_xywh": (xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1),
+        "centroid_xy": (xs.mean(), ys.mean()),
+    }
+    d = depth[mask].astype(np.float64)
+    valid = np.isfinite(d) & (d >= cfg.min_depth_m) & (d <= cfg.max_depth_m)
+    out["valid_depth_pixels"] = int(valid.sum())
+    if not valid.any():
+        return out
+    dv = d[valid]
+    out.update(
+        depth_mean_m=dv.mean(),
+        depth_median_m=np.median(dv),
+        depth_trimmed_mean_m=trim_mean(dv, cfg.trim_fraction),
+        depth_p10_m=np.percentile(dv, 10),
+    )
+    out["distance_m"] = out[f"depth_{cfg.distance_statistic}_m"]
+    if K is not None:
+        u, v = xs[valid].astype(np.float64), ys[valid].astype(np.float64)
+        pts = np.stack(((u - K[0, 2]) * dv / K[0, 0], (v - K[1, 2]) * dv / K[1, 1], dv), axis=1)
+        lo, hi = cfg.extent_percentiles
+        out["extent_xyz_m"] = tuple(np.percentile(pts, hi, axis=0) - np.percentile(pts, lo, axis=0))
+        z = out["distance_m"]
+        out["position_xyz_m"] = ((u.mean() - K[0, 2]) / K[0, 0] * z, (v.mean() - K[1, 2]) / K[1, 1] * z, z)
+    return out
+
+
+def assert_matches_reference(segments, ids, depth, cfg, K=None):
+    expected_ids = sorted(set(np.unique(ids).tolist()) - {cfg.void_label})
+    assert [s.id for s in segments] == expected_ids
+    for seg in segments:
+        ref = reference_segment(ids, depth, seg.id, cfg, K)
+        for key, value in ref.items():
+            got = getattr(seg, key)
+            if isinstance(value, tuple):
+                np.testing.assert_allclose(got, value, rtol=1e-5, atol=1e-6, err_msg=f"{seg.id} {key}")
+            else:
+                assert got == pytest.approx(value, rel=1e-5, abs=1e-6), f"{seg.id} {key}"
+        if ref["valid_depth_pixels"] == 0:
+            assert math.isnan(seg.distance_m) and seg.position_xyz_m is None
+
+
+def random_frame(seed: int, h: int = 48, w: int = 64):
+    rng = np.random.default_rng(seed)
+    ids = np.full((h, w), -1, np.int32)
+    ids[h // 2 :] = 0  # road
+    ids[: h // 2] = 10000  # sky
+    for n in range(int(rng.integers(0, 8))):
+        y, x = int(rng.integers(0, h - 4)), int(rng.integers(0, w - 4))
+        ids[y : y + int(rng.integers(1, 20)), x : x + int(rng.integers(1, 20))] = 13001 + n
+    ids[rng.random((h, w)) < 0.05] = -1
+    depth = rng.uniform(0.0, 100.0, (h, w)).astype(np.float32)  # some out of [0.1, 80]
+    depth[rng.random((h, w)) < 0.05] = np.nan
+    depth[rng.random((h, w)) < 0.02] = np.inf
+    depth = np.round(depth, 1) if seed % 2 else depth  # repeated values (ties in the sort)
+    return ids, depth
+
+
+@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("statistic", ["median", "mean", "trimmed_mean", "p10"])
+def test_segments_match_per_segment_reference(seed, statistic):
+    ids, depth = random_frame(seed)
+    cfg = SegmentsConfig(distance_statistic=statistic, trim_fraction=[0.1, 0.0, 0.25][seed % 3])
+    segments = compute_segments(ids, depth, K=K, cfg=cfg)
+    assert_matches_reference(segments, ids, depth, cfg, K)
+
+
+def test_segments_fronto_parallel_plane_exact_3d():
+    h, w = 48, 64
+    ids = np.full((h, w), 0, np.int64)
+    ids[10:30, 20:50] = 13001  # car: columns 20..49, rows 10..29
+    depth = np.full((h, w), 40.0, np.float32)
+    depth[10:30, 20:50] = 12.5
+    cfg = SegmentsConfig(extent_percentiles=(0.0, 100.0))
+    car = {s.id: s for s in compute_segments(ids, depth, K=K, cfg=cfg)}[13001]
+    assert car.class_name == "car" and car.is_thing and car.area == 600
+    assert car.bbox_xywh == (20.0, 10.0, 30.0, 20.0)
+    assert car.centroid_xy == pytest.approx((34.5, 19.5))
+    for stat in (
+        car.depth_mean_m,
+        car.depth_median_m,
+        car.depth_trimmed_mean_m,
+        car.depth_p10_m,
+        car.distance_m,
+    ):
+        assert stat == pytest.approx(12.5, rel=1e-12)
+    # Mean pixel (34.5, 19.5) back-projected at z = 12.5 with fx=500, cx=32, fy=400, cy=24.
+    assert car.position_xyz_m == pytest.approx(((34.5 - 32) / 500 * 12.5, (19.5 - 24) / 400 * 12.5, 12.5))
+    # Full extent: columns 20..49 -> 29 px * z / fx, rows 10..29 -> 19 px * z / fy, flat in z.
+    # (x and y are ordered as float32: relative error below 1e-7.)
+    assert car.extent_xyz_m == pytest.approx((29 * 12.5 / 500, 19 * 12.5 / 400, 0.0), rel=1e-7, abs=1e-9)
+
+
+def test_segments_tilted_ground_plane_statistics():
+    # Camera 1.5 m above a flat road: z = fy * 1.5 / (v - cy) for rows below the horizon.
+    h, w = 48, 64
+    v = np.arange(h, dtype=np.float64)[:, None].repeat(w, 1)
+    depth = np.where(v > K[1, 2], K[1, 1] * 1.5 / np.maximum(v - K[1, 2], 1e-9), np.inf).astype(np.float32)
+    ids = np.where(v > K[1, 2], 0, 10000).astype(np.int32)
+    cfg = SegmentsConfig(max_depth_m=1000.0)
+    segs = {s.id: s for s in compute_segments(ids, depth, K=K, cfg=cfg)}
+    road = segs[0]
+    rows = np.arange(25, 48)
+    z_rows = (K[1, 1] * 1.5 / (rows - K[1, 2])).astype(np.float32).astype(np.float64)
+    z_all = np.repeat(z_rows, w)
+    assert road.valid_depth_pixels == z_all.size
+    assert road.depth_mean_m == pytest.approx(z_all.mean(), rel=1e-9)
+    assert road.depth_median_m == pytest.approx(np.median(z_all), rel=1e-9)
+    assert road.depth_p10_m == pytest.approx(np.percentile(z_all, 10), rel=1e-9)
+    assert road.depth_trimmed_mean_m == pytest.approx(trim_mean(z_all, 0.1), rel=1e-9)
+    # Every back-projected road point has y = +1.5 m (below the camera): zero spread in y.
+    assert road.extent_xyz_m[1] == pytest.approx(0.0, abs=1e-5)
+    assert segs[10000].valid_depth_pixels == 0 and math.isnan(segs[10000].distance_m)
+    assert segs[10000].position_xyz_m is None and segs[10000].extent_xyz_m is None
+
+
+def test_segments_median_is_robust_to_border_bleed():
+    ids = np.zeros((10, 10), np.int32) + 13001
+    depth = np.full((10, 10), 20.0, np.float32)
+    depth[:, :2] = 70.0  # background bleeding in at the border: 20 % of the pixels
+    seg = compute_segments(ids, depth)[0]
+    assert seg.distance_m == pytest.approx(20.0)  # default statistic: median
+    assert seg.depth_mean_m == pytest.approx(30.0)
+
+
+def test_segments_scores_torch_input_and_filters():
+    ids = torch.tensor([[0, 0, 13001, 13001], [-1, 11001, 11001, 0]], dtype=torch.int32)
+    depth = torch.tensor([[5.0, 5.0, 10.0, 11.0], [1.0, 0.05, 3.0, 5.0]])
+    segs = compute_segments(ids, depth, scores={13001: 0.9, 0: 0.5})
+    by_id = {s.id: s for s in segs}
+    assert by_id[13001].score == pytest.approx(0.9) and by_id[0].score == pytest.approx(0.5)
+    assert math.isnan(by_id[11001].score)
+    assert by_id[11001].valid_depth_pixels == 1  # 0.05 m is below min_depth_m
+    assert by_id[13001].position_xyz_m is None  # no K, no 3D
+    things = compute_segments(ids, depth, cfg=SegmentsConfig(include_stuff=False))
+    assert [s.id for s in things] == [11001, 13001]
+    no_depth = compute_segments(ids)
+    assert all(math.isnan(s.distance_m) and s.valid_depth_pixels == 0 for s in no_depth)
+    assert no_depth[0].to_dict()["distance_m"] is None
+
+
+def test_segments_nothing_detected_returns_empty_list():
+    assert compute_segments(np.full((6, 8), -1, np.int32), np.ones((6, 8), np.float32), K=K) == []
+    assert compute_segments(np.zeros((0, 0), np.int32)) == []
+
+
+def test_segments_bad_input_raises_clear_errors():
+    ids = np.zeros((4, 4), np.int32)
+    depth = np.ones((4, 4), np.float32)
+    with pytest.raises(ValueError, match="panoptic_ids must be a 2-D"):
+        compute_segments(np.zeros((1, 4, 4), np.int32), depth)
+    with pytest.raises(ValueError, match="integer dtype"):
+        compute_segments(ids.astype(np.float32), depth)
+    with pytest.raises(ValueError, match="depth_m must have the shape"):
+        compute_segments(ids, np.ones((4, 5), np.float32))
+    with pytest.raises(ValueError, match="float map"):
+        compute_segments(ids, np.ones((4, 4), np.uint16))
+    with pytest.raises(ValueError, match="3x3"):
+        compute_segments(ids, depth, K=np.eye(3)[:2])
+    with pytest.raises(ValueError, match="non-finite"):
+        compute_segments(ids, depth, K=np.array([[500, 0, 1], [0, np.nan, 1], [0, 0, 1]]))
+    with pytest.raises(ValueError, match="focal"):
+        compute_segments(ids, depth, K=np.diag([0.0, 1.0, 1.0]))
+    with pytest.raises(ValueError, match="numpy array"):
+        compute_segments([[0, 0]], None)
+    with pytest.raises(ValueError, match="distance_statistic"):
+        SegmentsConfig(distance_statistic="max")
+    with pytest.raises(ValueError, match="trim_fraction"):
+        SegmentsConfig(trim_fraction=0.5)
+    with pytest.raises(ConfigError):
+        from_dict(SegmentsConfig, {"distance_statistic": "p90"})
+    assert from_dict(SegmentsConfig, {"extent_percentiles": [10, 90]}).extent_percentiles == (10.0, 90.0)

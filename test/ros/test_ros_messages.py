@@ -1,0 +1,152 @@
+"""FrameResult -> messages, without a node: encodings, void values, toggles, markers, detections."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+pytest.importorskip("rclpy", reason="rclpy (ROS 2) is not importable in this environment")
+pytest.importorskip("vision_msgs.msg", reason="vision_msgs is not built (scripts/build_vision_msgs.sh)")
+
+from sensor_msgs.msg import CameraInfo  # noqa: E402
+from std_msgs.msg import Header  # noqa: E402
+from visualization_msgs.msg import Marker  # noqa: E402
+
+from panoptic_depthlab_core.metadata import SKY_TRAIN_ID  # noqa: E402
+from panoptic_depthlab_core.results import FrameResult, Segment  # noqa: E402
+from panoptic_depthlab_ros.messages import (  # noqa: E402
+    OUTPUT_NAMES,
+    MessageOptions,
+    build_messages,
+    label_info,
+    panoptic_to_uint16,
+)
+
+K = np.array([[100.0, 0, 16], [0, 100.0, 12], [0, 0, 1]])
+
+
+def _result(with_k: bool = True) -> FrameResult:
+    h, w = 24, 32
+    ids = np.full((h, w), 10 * 1000, np.int32)  # sky
+    ids[10:20, 5:15] = 13 * 1000 + 1  # a car
+    ids[0, 0] = -1
+    semantic = (ids // 1000).astype(np.uint8)
+    semantic[0, 0] = 255
+    depth = np.full((h, w), 30.0, np.float32)
+    depth[10:20, 5:15] = 12.34
+    depth[1, 1] = np.nan
+    car = Segment(
+        id=13001,
+        class_id=13,
+        class_name="car",
+        is_thing=True,
+        score=0.9,
+        area=100,
+        bbox_xywh=(5.0, 10.0, 10.0, 10.0),
+        centroid_xy=(9.5, 14.5),
+        distance_m=12.34,
+        position_xyz_m=(-0.8, 0.3, 12.34) if with_k else None,
+        extent_xyz_m=(1.2, 1.2, 0.0) if with_k else None,
+    )
+    sky = Segment(
+        id=10000,
+        class_id=10,
+        class_name="sky",
+        is_thing=False,
+        score=0.8,
+        area=667,
+        bbox_xywh=(0.0, 0.0, 32.0, 24.0),
+        centroid_xy=(16.0, 8.0),
+        distance_m=30.0,
+        position_xyz_m=(0.0, -1.0, 30.0) if with_k else None,
+        extent_xyz_m=(5.0, 5.0, 0.0),
+    )
+    return FrameResult(
+        panoptic_ids=ids, semantic=semantic, depth_m=depth, segments=[car, sky], K=K if with_k else None
+    )
+
+
+def _header(sec: int = 7) -> Header:
+    header = Header(frame_id="cam_optical")
+    header.stamp.sec = sec
+    return header
+
+
+def _info() -> CameraInfo:
+    info = CameraInfo(width=32, height=24)
+    info.k = K.reshape(-1).tolist()
+    return info
+
+
+def test_every_output_with_input_header_and_encodings() -> None:
+    rgb = np.zeros((24, 32, 3), np.uint8)
+    out = build_messages(_result(), _header(), _info(), MessageOptions(), rgb=rgb)
+    assert set(out) == set(OUTPUT_NAMES)
+    encodings = {"panoptic": "16UC1", "semantic": "mono8", "depth": "32FC1", "visualization": "bgr8"}
+    for name, encoding in encodings.items():
+        assert (out[name].encoding, out[name].width, out[name].height) == (encoding, 32, 24)
+        assert out[name].header.stamp.sec == 7 and out[name].header.frame_id == "cam_optical"
+    panoptic = np.frombuffer(bytes(out["panoptic"].data), np.uint16).reshape(24, 32)
+    assert panoptic[0, 0] == 65535 and panoptic[15, 10] == 13001 and panoptic[2, 2] == 10000
+    depth = np.frombuffer(bytes(out["depth"].data), np.float32).reshape(24, 32)
+    assert math.isnan(depth[1, 1]) and depth[15, 10] == pytest.approx(12.34)
+    assert out["camera_info"].header.stamp.sec == 7
+
+
+def test_detections_things_only_by_default_and_stuff_on_request() -> None:
+    out = build_messages(_result(), _header(), None, MessageOptions(outputs={"detections", "detections_3d"}))
+    (det,) = out["detections"].detections
+    assert det.id == "13001" and det.results[0].hypothesis.class_id == "car"
+    assert det.results[0].hypothesis.score == pytest.approx(0.9)
+    assert (det.bbox.center.position.x, det.bbox.center.position.y, det.bbox.size_x) == (10.0, 15.0, 10.0)
+    assert det.results[0].pose.pose.position.z == pytest.approx(12.34)
+    (det3,) = out["detections_3d"].detections
+    assert det3.bbox.center.position.z == pytest.approx(12.34) and det3.bbox.size.x == pytest.approx(1.2)
+    with_stuff = build_messages(
+        _result(), _header(), None, MessageOptions(outputs={"detections"}, include_stuff_detections=True)
+    )
+    assert {d.id for d in with_stuff["detections"].detections} == {"13001", "10000"}
+    strict = build_messages(
+        _result(), _header(), None, MessageOptions(outputs={"detections"}, min_detection_score=0.95)
+    )
+    assert strict["detections"].detections == []
+
+
+def test_markers_delete_old_then_text_and_boxes() -> None:
+    out = build_messages(_result(), _header(), None, MessageOptions(outputs={"markers"}))
+    markers = out["markers"].markers
+    assert markers[0].action == Marker.DELETEALL
+    assert [m.text for m in markers if m.type == Marker.TEXT_VIEW_FACING] == ["car 12.3 m"]
+    assert sum(m.type == Marker.CUBE for m in markers) == 1
+    no_boxes = build_messages(
+        _result(), _header(), None, MessageOptions(outputs={"markers"}, marker_boxes=False)
+    )
+    assert all(m.type != Marker.CUBE for m in no_boxes["markers"].markers)
+
+
+def test_toggles_missing_k_sky_inf_and_frame_override() -> None:
+    out = build_messages(
+        _result(with_k=False),
+        _header(),
+        None,
+        MessageOptions(
+            outputs={"depth", "detections_3d", "markers"}, depth_sky_inf=True, frame_id="override"
+        ),
+    )
+    assert set(out) == {"depth"}  # no K: no 3D outputs
+    depth = np.frombuffer(bytes(out["depth"].data), np.float32).reshape(24, 32)
+    semantic = _result().semantic
+    assert np.isinf(depth[semantic == SKY_TRAIN_ID]).all()
+    assert out["depth"].header.frame_id == "override"
+    with pytest.raises(ValueError, match="unknown outputs"):
+        MessageOptions(outputs={"pointcloud"})
+
+
+def test_panoptic_id_range_and_label_info() -> None:
+    with pytest.raises(ValueError, match="16UC1"):
+        panoptic_to_uint16(np.array([[70000]], np.int32))
+    msg = label_info(_header(), 0.3)
+    assert len(msg.class_map) == 19 and msg.class_map[11].class_name == "person"
+    assert msg.threshold == pytest.approx(0.3)
