@@ -17,6 +17,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "infer": ("panoptic_depthlab_core.infer_cli", "run the model on images, write overlays/depth/panoptic/JSON"),
     "synth": ("panoptic_depthlab_core.data.synthetic.cli", "write a synthetic street data set (Cityscapes)"),
     "train": ("panoptic_depthlab_core.train.cli", "train the model (single process or torchrun)"),
+    "recalibrate-bn": (
+        "panoptic_depthlab_core.train.bn_recalibration",
+        "re-estimate BatchNorm statistics of trained weights over training batches",
+    ),
     "eval": ("panoptic_depthlab_core.eval.cli", "evaluate: PQ, mIoU, depth, DPQ, per-segment distance"),
     "synth-bag": (
         "panoptic_depthlab_ros.bags.synth_bag",

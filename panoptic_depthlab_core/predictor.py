@@ -8,6 +8,7 @@ back to the input resolution (ids nearest, depth bilinear) -> per-segment statis
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,15 +57,27 @@ def load_pipeline_config(path: str | Path, overrides: dict | None = None) -> Pip
     return from_dict(PipelineConfig, data)
 
 
-def check_rgb_image(image: np.ndarray) -> None:
-    if not isinstance(image, np.ndarray):
+def check_rgb_image(image: np.ndarray | torch.Tensor) -> None:
+    """uint8 (H, W, 3) RGB as a numpy array, or as a torch tensor (e.g. decoded on the GPU)."""
+    if not isinstance(image, (np.ndarray, torch.Tensor)):
         raise ValueError(f"expected a numpy uint8 array of shape (H, W, 3) RGB, got {type(image).__name__}")
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"expected an RGB image of shape (H, W, 3), got shape {image.shape}")
-    if image.dtype != np.uint8:
+    shape = tuple(image.shape)
+    if len(shape) != 3 or shape[2] != 3:
+        raise ValueError(f"expected an RGB image of shape (H, W, 3), got shape {shape}")
+    if image.dtype not in (np.uint8, torch.uint8):
         raise ValueError(f"expected dtype uint8 (RGB 0-255), got {image.dtype}")
-    if image.shape[0] < 1 or image.shape[1] < 1:
-        raise ValueError(f"image has zero size: {image.shape}")
+    if shape[0] < 1 or shape[1] < 1:
+        raise ValueError(f"image has zero size: {shape}")
+
+
+def _to_device(image: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
+    if isinstance(image, torch.Tensor):
+        return image.to(device, non_blocking=True)
+    with warnings.catch_warnings():
+        # Zero-copy views of ROS message buffers are read-only; the tensor is only read.
+        warnings.simplefilter("ignore", UserWarning)
+        tensor = torch.from_numpy(np.ascontiguousarray(image))
+    return tensor.to(device, non_blocking=True)
 
 
 def check_intrinsics(K: np.ndarray | None) -> np.ndarray | None:
@@ -132,13 +145,13 @@ class Predictor:
         return canvas, (valid_h, valid_w)
 
     @torch.inference_mode()
-    def predict(self, image: np.ndarray, K: np.ndarray | None = None) -> FrameResult:
+    def predict(self, image: np.ndarray | torch.Tensor, K: np.ndarray | None = None) -> FrameResult:
         check_rgb_image(image)
         K = check_intrinsics(K)
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         height, width = image.shape[:2]
-        tensor = torch.from_numpy(np.ascontiguousarray(image)).to(self.device, non_blocking=True)
+        tensor = _to_device(image, self.device)
         batch, (valid_h, valid_w) = self.letterbox(tensor)
         t1 = time.perf_counter()
         timings["preprocess"] = (t1 - t0) * 1e3
