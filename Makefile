@@ -13,7 +13,6 @@ ROS_ENV := ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST ROS_DOMAIN_ID=$$(( ($$$$ % 90
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
 
 $(STAMPS)/requirements: requirements/base.txt requirements/ros.txt requirements/dev.txt | $(PY)
 	$(PY) -m pip install -q -r requirements/base.txt -r requirements/ros.txt -r requirements/dev.txt
