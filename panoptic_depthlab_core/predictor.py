@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from .config import ConfigError, from_dict, load_yaml
 from .model import ModelConfig, build_model
 from .postprocess import PostprocessConfig, panoptic_postprocess
+from .preprocess import letterbox_rgb
 from .results import FrameResult
 from .runtime import BackendConfig, create_backend
 from .segments import SegmentsConfig, compute_segments
@@ -128,22 +129,6 @@ class Predictor:
             self.predict(image)
 
     # ----------------------------------------------------------------------------- pipeline steps
-    def letterbox(self, image: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-        """uint8 [H, W, 3] on device -> float [1, 3, Hn, Wn] and the valid (h, w) inside it."""
-        height, width = image.shape[:2]
-        net_h, net_w = self.input_hw
-        scale = min(net_h / height, net_w / width)
-        valid_h = max(1, min(net_h, round(height * scale)))
-        valid_w = max(1, min(net_w, round(width * scale)))
-        x = image.permute(2, 0, 1).unsqueeze(0).float()
-        if (valid_h, valid_w) != (height, width):
-            x = F.interpolate(x, size=(valid_h, valid_w), mode="bilinear", align_corners=False, antialias=True)
-        # Pad with the normalisation mean so padding looks like what training padding looked like.
-        mean = torch.tensor(self.cfg.model.pixel_mean, device=x.device).view(1, 3, 1, 1)
-        canvas = mean.expand(1, 3, net_h, net_w).clone()
-        canvas[:, :, :valid_h, :valid_w] = x
-        return canvas, (valid_h, valid_w)
-
     @torch.inference_mode()
     def predict(self, image: np.ndarray | torch.Tensor, K: np.ndarray | None = None) -> FrameResult:
         check_rgb_image(image)
@@ -152,7 +137,7 @@ class Predictor:
         t0 = time.perf_counter()
         height, width = image.shape[:2]
         tensor = _to_device(image, self.device)
-        batch, (valid_h, valid_w) = self.letterbox(tensor)
+        batch, (valid_h, valid_w) = letterbox_rgb(tensor, self.input_hw, self.cfg.model.pixel_mean)
         t1 = time.perf_counter()
         timings["preprocess"] = (t1 - t0) * 1e3
 

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..weights import file_sha256
 from .locking import atomic_write_bytes, atomic_write_path, file_lock
 
 log = logging.getLogger(__name__)
@@ -93,14 +94,6 @@ def make_engine_key(
     )
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 @dataclass
 class CacheEntry:
     """The result of ``EngineCache.get_or_build``."""
@@ -155,7 +148,7 @@ class EngineCache:
                 f"engine size {size} B differs from sidecar {sidecar.get('engine_bytes')!r} B "
                 "(truncated or replaced)"
             )
-        elif sidecar.get("engine_sha256") != _sha256_file(engine_path):
+        elif sidecar.get("engine_sha256") != file_sha256(engine_path):
             reasons.append("engine sha256 differs from sidecar (corrupt or tampered)")
         return reasons
 
@@ -178,7 +171,7 @@ class EngineCache:
         onnx_path = Path(onnx_path)
         if not onnx_path.is_file():
             raise FileNotFoundError(f"ONNX model not found: {onnx_path}")
-        key = make_engine_key(_sha256_file(onnx_path), precision, input_shape, env)
+        key = make_engine_key(file_sha256(onnx_path), precision, input_shape, env)
         engine_path, sidecar_path = self.paths(key, onnx_path.name)
         reasons = self.validate(key, engine_path, sidecar_path)
         if not reasons:
@@ -205,7 +198,7 @@ class EngineCache:
                 build_fn(onnx_path, tmp)
                 if not tmp.is_file() or tmp.stat().st_size == 0:
                     raise RuntimeError(f"engine builder wrote nothing for {engine_path}")
-                engine_sha = _sha256_file(tmp)
+                engine_sha = file_sha256(tmp)
                 engine_bytes = tmp.stat().st_size
             sidecar = {
                 "format": SIDECAR_FORMAT,

@@ -152,14 +152,6 @@ def onnx_input_shape(proto) -> list[int | str]:
     raise ValueError(f"no {INPUT_NAME!r} input")
 
 
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def model_fingerprint(model: torch.nn.Module, extra: str = "") -> str:
     """sha256 over the architecture text and every parameter/buffer, so a cached export is only reused
     for exactly this network and these weights."""

@@ -7,7 +7,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
 
 from panoptic_depthlab_core.export.calibration import (
     DEFAULT_PAD_RGB,
@@ -54,21 +53,6 @@ def test_reader_matches_inference_letterbox_including_padding(tmp_path: Path) ->
     np.testing.assert_allclose(
         pad, np.broadcast_to(np.array(DEFAULT_PAD_RGB, np.float32)[:, None, None], pad.shape)
     )
-
-
-def test_letterbox_matches_predictor_letterbox() -> None:
-    predictor_mod = pytest.importorskip(
-        "panoptic_depthlab_core.predictor", reason="predictor (post-processing/segments) not importable yet"
-    )
-    rng = np.random.default_rng(0)
-    image = rng.integers(0, 255, (50, 70, 3), dtype=np.uint8)
-    pred = predictor_mod.Predictor.__new__(predictor_mod.Predictor)
-    pred.input_hw = (32, 64)
-    pred.cfg = predictor_mod.PipelineConfig()
-    want, valid = pred.letterbox(torch.from_numpy(image))
-    got, valid_got = letterbox_rgb(image, (32, 64), pred.cfg.model.pixel_mean)
-    assert valid == valid_got
-    torch.testing.assert_close(got, want)
 
 
 def test_get_next_protocol_and_rewind(tmp_path: Path) -> None:
