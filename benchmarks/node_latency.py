@@ -29,18 +29,11 @@ from pathlib import Path
 
 import numpy as np
 
+from panoptic_depthlab_ros.messages import OUTPUT_NAMES
+
 REPO = Path(__file__).resolve().parents[1]
 SHM_PROFILE = REPO / "config" / "fastdds_shm.xml"
-ALL_OUTPUTS = (
-    "panoptic",
-    "semantic",
-    "depth",
-    "visualization",
-    "detections",
-    "detections_3d",
-    "markers",
-    "camera_info",
-)
+ALL_OUTPUTS = OUTPUT_NAMES  # every output the node publishes per frame
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -16,19 +16,15 @@ from typing import Any
 
 import numpy as np
 
+try:
+    from panoptic_depthlab_ros.messages import OUTPUT_NAMES as MESSAGE_OUTPUT_NAMES
+except ImportError:  # no ROS 2 here: every test using the harness skips (see test/conftest.py)
+    MESSAGE_OUTPUT_NAMES = ()
+
 REPO = Path(__file__).resolve().parents[2]
 SMALL_MODEL = REPO / "config" / "models" / "panoptic_depthlab_small.yaml"
 SHM_PROFILE = REPO / "config" / "fastdds_shm.xml"
-OUTPUT_NAMES = (
-    "panoptic",
-    "semantic",
-    "depth",
-    "visualization",
-    "detections",
-    "detections_3d",
-    "markers",
-    "camera_info",
-)
+OUTPUT_NAMES = MESSAGE_OUTPUT_NAMES  # every output the node publishes per frame
 IMAGE_OUTPUTS = {"panoptic": "16UC1", "semantic": "mono8", "depth": "32FC1", "visualization": "bgr8"}
 
 

@@ -20,22 +20,14 @@ pytest.importorskip("rclpy", reason="rclpy (ROS 2) is not importable in this env
 
 from panoptic_depthlab_ros.bags import bag_eval, synth_bag  # noqa: E402
 from panoptic_depthlab_ros.bags.common import BagReadError, open_bag  # noqa: E402
+from panoptic_depthlab_ros.messages import OUTPUT_NAMES as MESSAGE_OUTPUT_NAMES  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL_CONFIG = ROOT / "config" / "models" / "panoptic_depthlab_small.yaml"
 SIZE = (64, 128)
 FRAMES = 5
 SEED = 11
-OUTPUT_NAMES = (
-    "panoptic",
-    "semantic",
-    "depth",
-    "visualization",
-    "detections",
-    "detections_3d",
-    "markers",
-    "camera_info",
-)
+OUTPUT_NAMES = MESSAGE_OUTPUT_NAMES  # every output the node publishes per frame
 
 
 def eval_args(in_bag: Path, out: Path, **overrides) -> argparse.Namespace:
