@@ -39,8 +39,12 @@ demo: setup
 lint: setup
 	$(PY) -m ruff check .
 
+# CPU benchmarks; each writes JSON to benchmarks/results/. GPU runs: see README "Benchmarks".
 bench: setup
-	$(ROS_ENV) $(PY) benchmarks/postprocess.py
+	$(PY) benchmarks/postprocess.py
+	$(PY) benchmarks/synth.py
+	$(PY) benchmarks/inference.py --models small,r52 --sizes 512x1024 --backends torch,onnxruntime
+	$(ROS_ENV) $(PY) benchmarks/node_latency.py --shm
 
 clean-venv:
 	rm -rf $(VENV)
