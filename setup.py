@@ -18,7 +18,12 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["panoptic_depthlab_core*", "panoptic_depthlab_ros*"]),
     package_data={
-        "panoptic_depthlab_core": ["default_model/*.yaml", "default_model/*.safetensors", "default_model/*.json", "default_model/*.md"],
+        "panoptic_depthlab_core": [
+            "default_model/*.yaml",
+            "default_model/*.safetensors",
+            "default_model/*.json",
+            "default_model/*.md",
+        ],
         "panoptic_depthlab_ros": ["msg_defs/vision_msgs/*.msg"],
     },
     data_files=[
