@@ -166,6 +166,20 @@ def main(argv: list[str] | None = None) -> int:
 
     for name in outputs:
         client.create_subscription(types[name], f"/bench_node/{name}", make_cb(name), QoSProfile(depth=5))
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    node_stages: dict[str, float] = {}  # the node's own per-stage p50 from its latest /diagnostics
+
+    def on_diagnostics(msg) -> None:
+        for status in msg.status:
+            if "bench_node" not in status.name:
+                continue
+            for kv in status.values:
+                if kv.key.startswith("latency_") and kv.key.endswith("_p50_ms"):
+                    with lock:
+                        node_stages[kv.key[len("latency_") : -len("_p50_ms")]] = float(kv.value)
+
+    client.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, QoSProfile(depth=5))
     image_pub = client.create_publisher(Image, "/bench/image", QoSProfile(depth=1))
     info_pub = client.create_publisher(CameraInfo, "/bench/camera_info", QoSProfile(depth=1))
     stop = False
@@ -239,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
             if i >= 3:
                 node_ms.append((max(done) - t0) * 1e3)
                 bare_ms.append(bare)
+        time.sleep(1.5)  # one more /diagnostics message with every frame in it
     finally:
         stop = True
         spinner.join(timeout=5)
@@ -269,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
         "node_overhead_median_ms": overhead_ms,
         "node_overhead_pct_of_inference": 100.0 * overhead_ms / bare_stats["median_ms"],
         "target_pct": 5.0,
+        # inside the node (p50 over its recent frames, warm-up included): where the time goes
+        "node_stages_p50_ms": dict(sorted(node_stages.items())),
         "host": {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count()},
     }
     suffix = "_shm" if args.shm else ""

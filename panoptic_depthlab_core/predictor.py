@@ -22,7 +22,7 @@ from .postprocess import PostprocessConfig, panoptic_postprocess
 from .preprocess import letterbox_rgb
 from .results import FrameResult
 from .runtime import BackendConfig, create_backend
-from .segments import SegmentsConfig, compute_segments
+from .segments import SegmentsConfig, compute_segments, compute_segments_torch
 from .weights import load_model_weights
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
@@ -162,14 +162,22 @@ class Predictor:
         t3 = time.perf_counter()
         timings["postprocess"] = (t3 - t2) * 1e3
 
+        on_device = self.device.type != "cpu"
+        if on_device:  # the all-GPU path: statistics where the maps are; only their numbers come back
+            segments = compute_segments_torch(panoptic_ids, depth_m, K=K, scores=pan["scores"][0],
+                                              cfg=self.cfg.segments)  # fmt: skip
+            t3b = time.perf_counter()
+            timings["segments"] = (t3b - t3) * 1e3
+            t3 = t3b
         panoptic_np = panoptic_ids.to(torch.int32).cpu().numpy()
         semantic_np = semantic.to(torch.uint8).cpu().numpy()
         depth_np = depth_m.float().cpu().numpy()
         t4 = time.perf_counter()
         timings["to_host"] = (t4 - t3) * 1e3
 
-        segments = compute_segments(panoptic_np, depth_np, K=K, scores=pan["scores"][0], cfg=self.cfg.segments)
-        timings["segments"] = (time.perf_counter() - t4) * 1e3
+        if not on_device:
+            segments = compute_segments(panoptic_np, depth_np, K=K, scores=pan["scores"][0], cfg=self.cfg.segments)
+            timings["segments"] = (time.perf_counter() - t4) * 1e3
         timings["total"] = (time.perf_counter() - t0) * 1e3
         return FrameResult(panoptic_ids=panoptic_np, semantic=semantic_np, depth_m=depth_np, segments=segments,
                            K=K, timings_ms=timings)

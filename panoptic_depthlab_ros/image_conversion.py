@@ -247,6 +247,34 @@ def compressed_msg_to_rgb(msg: Any, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
+def compressed_msg_to_device(msg: Any, device: Any, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Any:
+    """Like :func:`compressed_msg_to_rgb`, but JPEGs are decoded on ``device`` (nvJPEG) when it is a
+    CUDA device: the upload is the compressed bytes, and the RGB frame never exists on the host.
+    Returns a uint8 (H, W, 3) torch tensor on the device, or the CPU-decoded numpy array otherwise."""
+    from panoptic_depthlab_core.runtime.gpu_pipeline import JPEG_MAGIC, gpu_jpeg_available
+
+    fmt = str(getattr(msg, "format", ""))
+    if "compresseddepth" in fmt.replace(" ", "").lower() or _data_length(msg.data) == 0:
+        return compressed_msg_to_rgb(msg, max_pixels=max_pixels)  # raises with the reason
+    buf = _as_byte_buffer(msg.data)
+    if buf[:2].tobytes() != JPEG_MAGIC or not gpu_jpeg_available(device):
+        return compressed_msg_to_rgb(msg, max_pixels=max_pixels)
+    size = _peek_compressed_size(buf)
+    if size is None:
+        raise ImageConversionError("decode_failed", f"JPEG without a readable frame header ({buf.size} bytes)")
+    _check_pixel_count(size[0], size[1], max_pixels, "compressed image")
+    from panoptic_depthlab_core.runtime.gpu_pipeline import decode_image
+
+    try:
+        rgb = decode_image(buf, device)
+    except (RuntimeError, ValueError) as exc:
+        raise ImageConversionError(
+            "decode_failed", f"could not decode JPEG on {device} ({buf.size} bytes): {exc}"
+        ) from None
+    _check_pixel_count(int(rgb.shape[1]), int(rgb.shape[0]), max_pixels, "compressed image")
+    return rgb
+
+
 def numpy_to_image_msg(pixels: np.ndarray, encoding: str, header: Any = None) -> Any:
     """Build a sensor_msgs/Image from an (H, W) or (H, W, C) array; one memcpy into the message.
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Iterable
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,8 +103,7 @@ def visualization_bgr(result: FrameResult, rgb: np.ndarray, options: MessageOpti
     from panoptic_depthlab_core.viz import VizConfig, overlay_distance
 
     cfg = VizConfig(near_m=options.viz_min_distance_m, far_m=options.viz_max_distance_m)
-    overlay = overlay_distance(rgb, result.panoptic_ids, result.segments, cfg)
-    return np.ascontiguousarray(overlay[:, :, ::-1])
+    return overlay_distance(rgb, result.panoptic_ids, result.segments, cfg, bgr=True)
 
 
 # ---------------------------------------------------------------------------------------------- detections
@@ -265,24 +265,32 @@ def build_messages(
     camera_info: Any = None,
     options: MessageOptions | None = None,
     rgb: np.ndarray | None = None,
+    executor: Executor | None = None,
 ) -> dict[str, Any]:
     """Output name -> message for every output in ``options.outputs`` that can be built.
 
     3D outputs (detections_3d, markers) need ``result.K`` and ~/camera_info needs ``camera_info``;
     visualization needs ``rgb`` (the input image, RGB uint8). Missing inputs skip those outputs;
-    the caller decides whether to warn.
+    the caller decides whether to warn. With an ``executor`` the overlay (the costliest output:
+    full-resolution blending, outlines and text) is drawn there while this thread builds the rest;
+    OpenCV and NumPy release the GIL, so the two overlap on a multi-core CPU.
     """
     options = options or MessageOptions()
     wanted = options.outputs
     header = output_header(header, options.frame_id)
     out: dict[str, Any] = {}
+    overlay: Future | None = None
+    if "visualization" in wanted and rgb is not None and executor is not None:
+        overlay = executor.submit(
+            lambda: numpy_to_image_msg(visualization_bgr(result, rgb, options), "bgr8", header)
+        )
     if "panoptic" in wanted:
         out["panoptic"] = numpy_to_image_msg(panoptic_to_uint16(result.panoptic_ids), "16UC1", header)
     if "semantic" in wanted:
         out["semantic"] = numpy_to_image_msg(np.asarray(result.semantic, dtype=np.uint8), "mono8", header)
     if "depth" in wanted:
         out["depth"] = numpy_to_image_msg(depth_for_output(result, options.depth_sky_inf), "32FC1", header)
-    if "visualization" in wanted and rgb is not None:
+    if "visualization" in wanted and rgb is not None and overlay is None:
         out["visualization"] = numpy_to_image_msg(visualization_bgr(result, rgb, options), "bgr8", header)
     has_k = result.K is not None
     if wanted & {"detections", "detections_3d", "markers"}:
@@ -295,4 +303,6 @@ def build_messages(
             out["markers"] = marker_array(segments, header, options)
     if "camera_info" in wanted and camera_info is not None:
         out["camera_info"] = camera_info_for_output(camera_info, header, result.width, result.height)
+    if overlay is not None:
+        out["visualization"] = overlay.result()
     return out

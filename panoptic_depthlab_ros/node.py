@@ -289,6 +289,7 @@ class PanopticDepthLabNode(LifecycleNode):
         if processor is None:
             return
         device = str(getattr(processor.predictor, "device", "cpu"))
+        processor.close()
         del processor
         gc.collect()
         if device.startswith("cuda"):

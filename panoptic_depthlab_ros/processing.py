@@ -8,6 +8,7 @@ node counts in /diagnostics; a bad CameraInfo never rejects the frame, it only d
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,7 @@ from panoptic_depthlab_ros.image_conversion import (
     ImageConversionError,
     camera_info_to_K,
     check_camera_info_matches,
+    compressed_msg_to_device,
     compressed_msg_to_rgb,
     image_msg_to_rgb,
 )
@@ -42,9 +44,14 @@ def is_compressed(msg: Any) -> bool:
     return hasattr(msg, "format") and not hasattr(msg, "encoding")
 
 
-def decode_image(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Image or CompressedImage -> uint8 (H, W, 3) RGB; ImageConversionError with ``reason``."""
+def decode_image(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS, device: Any = None) -> Any:
+    """Image or CompressedImage -> uint8 (H, W, 3) RGB; ImageConversionError with ``reason``.
+
+    With a CUDA ``device``, a compressed JPEG is decoded there and comes back as a device tensor
+    (the all-GPU path); everything else is a numpy array."""
     if is_compressed(msg):
+        if device is not None and str(device).startswith("cuda"):
+            return compressed_msg_to_device(msg, device, max_pixels=max_pixels)
         return compressed_msg_to_rgb(msg, max_pixels=max_pixels)
     return image_msg_to_rgb(msg, max_pixels=max_pixels)
 
@@ -119,6 +126,12 @@ class FrameProcessor:
         self.options = options or MessageOptions()
         self.prefer_rectified = prefer_rectified
         self.max_pixels = max_pixels
+        # one helper thread draws the overlay while the caller builds the other messages
+        self._overlay_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="overlay")
+
+    def close(self) -> None:
+        """Stop the overlay thread (the processor is not used afterwards)."""
+        self._overlay_pool.shutdown(wait=True)
 
     def process(
         self, image_msg: Any, camera_info: Any = None, options: MessageOptions | None = None
@@ -128,8 +141,8 @@ class FrameProcessor:
         options = options or self.options
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
-        rgb = decode_image(image_msg, self.max_pixels)
-        height, width = rgb.shape[:2]
+        rgb = decode_image(image_msg, self.max_pixels, getattr(self.predictor, "device", None))
+        height, width = int(rgb.shape[0]), int(rgb.shape[1])
         K = None
         info_error = None
         if camera_info is not None:
@@ -146,12 +159,15 @@ class FrameProcessor:
                 timings[stage] = value
         timings["inference"] = (t2 - t1) * 1e3
         info_for_output = camera_info if K is not None else None
+        if "visualization" in options.outputs and not isinstance(rgb, np.ndarray):
+            rgb = rgb.cpu().numpy()  # decoded on the GPU; the overlay is drawn on the host
         messages = build_messages(
             result,
             image_msg.header,
             info_for_output,
             options,
             rgb=rgb if "visualization" in options.outputs else None,
+            executor=self._overlay_pool,
         )
         timings["messages"] = (time.perf_counter() - t2) * 1e3
         return ProcessedFrame(

@@ -7,6 +7,8 @@ activation ranges TensorRT measures are those of a different input distribution.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -93,3 +95,64 @@ class CalibrationDataReader:
 
     def rewind(self) -> None:
         self._iter = None
+
+    def fingerprint(self) -> str:
+        """sha256 over what the calibration sees: every image's bytes (in order), the input size,
+        batch size and padding. Different data -> a different INT8 calibration and engine."""
+        h = hashlib.sha256()
+        h.update(json.dumps([list(self.input_hw), self.batch_size, list(self.pad_rgb)]).encode())
+        for path in self.files[: len(self) * self.batch_size]:
+            h.update(path.name.encode() + b"\0")
+            with open(path, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+        return h.hexdigest()
+
+
+# ------------------------------------------------------------------------------ calibration cache
+# TensorRT's calibration cache holds the INT8 scales. Beside it, ``<cache>.json`` records which
+# calibration produced them, so new calibration images are never silently answered from an old cache
+# and an engine rebuilt from the cache alone gets the same engine-cache key as the one built from data.
+
+
+def calibration_id(data_fingerprint: str, calibrator: str) -> str:
+    """The identity of one calibration: its data and the calibrator algorithm."""
+    return hashlib.sha256(f"{calibrator}|{data_fingerprint}".encode()).hexdigest()
+
+
+def _cache_sidecar(cache_path: str | Path) -> Path:
+    return Path(str(cache_path) + ".json")
+
+
+def cached_calibration_id(cache_path: str | Path) -> str | None:
+    """The calibration id recorded for an existing cache (sha256 of its bytes when it has no
+    record: a cache brought from elsewhere is still one definite calibration); None if no cache."""
+    path = Path(cache_path)
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(_cache_sidecar(path).read_text())
+        if isinstance(record, dict) and isinstance(record.get("calibration_id"), str):
+            return record["calibration_id"]
+    except (OSError, ValueError):
+        pass
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def reusable_calibration_cache(cache_path: str | Path, wanted_id: str | None) -> bytes | None:
+    """The cache bytes if they may answer this calibration, else None (TensorRT then calibrates).
+
+    ``wanted_id`` None: no calibration data was given, so an existing cache is the calibration."""
+    path = Path(cache_path) if cache_path else None
+    if path is None or not path.is_file():
+        return None
+    if wanted_id is not None and cached_calibration_id(path) != wanted_id:
+        return None
+    return path.read_bytes()
+
+
+def write_calibration_record(cache_path: str | Path, cal_id: str) -> None:
+    """Record which calibration wrote ``cache_path`` (called after TensorRT wrote the cache)."""
+    from .locking import atomic_write_bytes
+
+    atomic_write_bytes(_cache_sidecar(cache_path), (json.dumps({"calibration_id": cal_id}) + "\n").encode())

@@ -109,6 +109,7 @@ def _export_tensorrt(args: argparse.Namespace) -> int:
             workspace_mb=args.workspace_mb,
             calibration_batches=batches,
             calibration_cache_path=calib_cache,
+            calibrator=args.calibrator,
         )
     except TensorRTNotAvailable as exc:
         print(f"panoptic-depthlab export tensorrt: error: {exc}", file=sys.stderr)

@@ -1,10 +1,12 @@
 """TensorRT engine cache: never silently stale, never rebuilt without a reason.
 
 An engine is only valid for one ONNX file, precision and input shape, built on one GPU model
-(compute capability) by one TensorRT version. Each engine file has a JSON sidecar recording all of
-that plus the engine's own sha256. Loading re-derives the key for *this* machine and compares field
-by field; any difference (or a missing/corrupt/tampered file) is a named reason, and the engine is
-rebuilt with those reasons logged, or, when rebuilding is disabled, the load fails with them.
+(compute capability) by one TensorRT version -- and, for INT8, from one calibration (the
+fingerprint of the calibration images, or of the calibration cache it was built from). Each engine
+file has a JSON sidecar recording all of that plus the engine's own sha256. Loading re-derives the
+key for *this* machine and compares field by field; any difference (or a missing/corrupt/tampered
+file) is a named reason, and the engine is rebuilt with those reasons logged, or, when rebuilding is
+disabled, the load fails with them.
 
 The file name depends only on what is built (ONNX hash, precision, shape), not on the machine, so a
 TensorRT upgrade or a move to another GPU is detected as a stale engine and rebuilt in place rather
@@ -30,9 +32,12 @@ from .locking import atomic_write_bytes, atomic_write_path, file_lock
 
 log = logging.getLogger(__name__)
 
-SIDECAR_FORMAT = 1
+SIDECAR_FORMAT = 2  # 2: the key has ``calibration``
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
-KEY_FIELDS = ("onnx_sha256", "precision", "input_shape", "gpu_name", "compute_capability", "tensorrt_version")
+KEY_FIELDS = (
+    "onnx_sha256", "precision", "input_shape", "gpu_name", "compute_capability", "tensorrt_version",
+    "calibration",
+)  # fmt: skip
 
 
 class EngineCacheError(ValueError):
@@ -69,6 +74,7 @@ class EngineKey:
     gpu_name: str
     compute_capability: str
     tensorrt_version: str
+    calibration: str = ""  # INT8 only: which calibration the engine's scales come from
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -80,8 +86,13 @@ class EngineKey:
 
 
 def make_engine_key(
-    onnx_sha256: str, precision: str, input_shape: tuple[int, ...] | list[int], env: BuildEnvironment
+    onnx_sha256: str,
+    precision: str,
+    input_shape: tuple[int, ...] | list[int],
+    env: BuildEnvironment,
+    calibration: str = "",
 ) -> EngineKey:
+    """The key of one engine; ``calibration`` (INT8 only, required there) names its calibration."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
     shape = tuple(int(s) for s in input_shape)
@@ -89,9 +100,14 @@ def make_engine_key(
         raise ValueError(f"input_shape must be [B, 3, H, W] with positive sizes, got {list(input_shape)}")
     if len(onnx_sha256) != 64:
         raise ValueError(f"onnx_sha256 must be a sha256 hex digest, got {onnx_sha256!r}")
+    if precision == "int8" and not calibration:
+        raise ValueError("an int8 engine key needs the calibration it is built from")
+    if precision != "int8":
+        calibration = ""  # only INT8 engines depend on calibration
     return EngineKey(
-        onnx_sha256, precision, shape, env.gpu_name, env.compute_capability, env.tensorrt_version
-    )
+        onnx_sha256, precision, shape, env.gpu_name, env.compute_capability, env.tensorrt_version,
+        calibration,
+    )  # fmt: skip
 
 
 @dataclass
@@ -162,6 +178,7 @@ class EngineCache:
         allow_rebuild: bool = True,
         build_options: dict | None = None,
         lock_timeout_s: float | None = None,
+        calibration: str = "",
     ) -> CacheEntry:
         """Return a valid engine for this ONNX/precision/shape on ``env``, building it if needed.
 
@@ -171,7 +188,7 @@ class EngineCache:
         onnx_path = Path(onnx_path)
         if not onnx_path.is_file():
             raise FileNotFoundError(f"ONNX model not found: {onnx_path}")
-        key = make_engine_key(file_sha256(onnx_path), precision, input_shape, env)
+        key = make_engine_key(file_sha256(onnx_path), precision, input_shape, env, calibration)
         engine_path, sidecar_path = self.paths(key, onnx_path.name)
         reasons = self.validate(key, engine_path, sidecar_path)
         if not reasons:

@@ -31,7 +31,9 @@ class BuildOptions:
     workspace_mb: int = 4096
     timing_cache_path: str = ""  # persisted between builds; "" = none
     calibrator: str = "minmax"  # int8 only
-    calibration_cache_path: str = ""  # int8 only; reused when present
+    calibration_cache_path: str = ""  # int8 only; reused when it holds this calibration
+    # int8 only: calibration.calibration_id() of the images given; "" = no images, use the cache as is
+    calibration_id: str = ""
     builder_optimization_level: int = 3  # TensorRT default; 5 searches longer for faster kernels
     # For ONNX files with symbolic dims: the one shape the engine is optimised for (min=opt=max).
     input_shape: tuple[int, int, int, int] | None = None
@@ -60,11 +62,16 @@ def make_calibrator(
     cache_path: str | Path,
     kind: str = "minmax",
     device: str = "cuda",
+    cal_id: str = "",
 ):
-    """A TensorRT INT8 calibrator feeding float32 NCHW batches through one torch CUDA buffer."""
+    """A TensorRT INT8 calibrator feeding float32 NCHW batches through one torch CUDA buffer.
+
+    The cache at ``cache_path`` is only reused when it was written by the same calibration
+    (``cal_id``; "" = no images given, the cache is the calibration)."""
     import torch
 
     from ..runtime.tensorrt_backend import import_tensorrt
+    from .calibration import reusable_calibration_cache, write_calibration_record
 
     trt = import_tensorrt()
     base = {"minmax": trt.IInt8MinMaxCalibrator, "entropy": trt.IInt8EntropyCalibrator2}[kind]
@@ -93,14 +100,21 @@ def make_calibrator(
             return [int(self.device_buffer.data_ptr())]
 
         def read_calibration_cache(self) -> bytes | None:
-            if self.cache_path and self.cache_path.is_file():
+            if not self.cache_path:
+                return None
+            cached = reusable_calibration_cache(self.cache_path, cal_id or None)
+            if cached is not None:
                 log.info("using INT8 calibration cache %s", self.cache_path)
-                return self.cache_path.read_bytes()
-            return None
+            elif self.cache_path.is_file():
+                log.warning("INT8 calibration cache %s is from other calibration data; recalibrating",
+                            self.cache_path)  # fmt: skip
+            return cached
 
         def write_calibration_cache(self, cache) -> None:
             if self.cache_path:
                 atomic_write_bytes(self.cache_path, bytes(cache))
+                if cal_id:
+                    write_calibration_record(self.cache_path, cal_id)
                 log.info("wrote INT8 calibration cache %s", self.cache_path)
 
     return _Calibrator()
@@ -159,8 +173,9 @@ def build_engine(
             )
         input_shape = options.input_shape or tuple(network.get_input(0).shape)
         config.int8_calibrator = make_calibrator(
-            calibration_batches or [], tuple(input_shape), options.calibration_cache_path, options.calibrator
-        )
+            calibration_batches or [], tuple(input_shape), options.calibration_cache_path, options.calibrator,
+            cal_id=options.calibration_id,
+        )  # fmt: skip
         if profile is not None:
             config.set_calibration_profile(profile)
 

@@ -70,8 +70,13 @@ def prepare_engine(
     workspace_mb: int = 4096,
     calibration_batches=None,
     calibration_cache_path: str = "",
+    calibrator: str = "minmax",
 ):
     """Export (if needed) and build-or-load the cached engine; returns the cache entry.
+
+    INT8: ``calibration_batches`` (a ``CalibrationDataReader``) calibrates; without them the
+    calibration cache is used as it is. Either way the engine's cache key names that calibration,
+    so new calibration images (or a new cache) rebuild the engine instead of reusing stale scales.
 
     This is the ``build_only`` entry point: the node calls it at configure time so the first frame
     never waits for a build.
@@ -107,12 +112,30 @@ def prepare_engine(
     if cfg.precision == "int8" and not calibration_cache_path:
         # Where `export tensorrt --precision int8` leaves it, so a stale engine can be rebuilt unattended.
         calibration_cache_path = str(cache_dir / f"{Path(onnx_path).stem}.calib")
+    data_cal_id, engine_calibration = "", ""
+    if cfg.precision == "int8":
+        from ..export.calibration import cached_calibration_id, calibration_id
+
+        if calibration_batches is not None:
+            fingerprint = getattr(calibration_batches, "fingerprint", None)
+            if fingerprint is None:
+                raise ValueError("int8 calibration batches must come from a CalibrationDataReader")
+            data_cal_id = engine_calibration = calibration_id(fingerprint(), calibrator)
+        else:
+            engine_calibration = cached_calibration_id(calibration_cache_path) or ""
+            if not engine_calibration:
+                raise ValueError(
+                    f"int8 needs calibration images (export tensorrt --calib-data DIR) or the calibration "
+                    f"cache {calibration_cache_path}, which does not exist"
+                )
     options = BuildOptions(
         precision=cfg.precision,
         workspace_mb=workspace_mb,
         timing_cache_path=str(cache_dir / "timing.cache"),
         input_shape=input_shape,
+        calibrator=calibrator,
         calibration_cache_path=calibration_cache_path,
+        calibration_id=data_cal_id,
     )
 
     def build(src: Path, dst: Path) -> None:
@@ -127,6 +150,7 @@ def prepare_engine(
         env,
         allow_rebuild=cfg.allow_engine_rebuild,
         build_options=options.to_dict(),
+        calibration=engine_calibration,
     )
 
 

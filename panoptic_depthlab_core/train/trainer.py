@@ -351,6 +351,12 @@ def train(
     if info.world_size > 1 and info.device.type == "cuda" and cfg.model.norm == "SyncBN":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(info.device)
+    memory_format = torch.channels_last if solver.channels_last else torch.contiguous_format
+    model.to(memory_format=memory_format)
+    if info.device.type == "cpu":
+        from panoptic_depthlab_core.train.cpu_speedups import use_space_to_batch_depthwise
+
+        use_space_to_batch_depthwise(model)
 
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
@@ -450,7 +456,7 @@ def train(
             with torch.autocast(
                 info.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
             ):
-                outputs = model(batch["image"])
+                outputs = model(batch["image"].contiguous(memory_format=memory_format))
             outputs = {k: v.float() for k, v in outputs.items()}
             losses = panoptic_depth_losses(outputs, batch, cfg.loss)
             total = sum(losses.values())

@@ -197,3 +197,80 @@ def test_segments_bad_input_raises_clear_errors():
     with pytest.raises(ConfigError):
         from_dict(SegmentsConfig, {"distance_statistic": "p90"})
     assert from_dict(SegmentsConfig, {"extent_percentiles": [10, 90]}).extent_percentiles == (10.0, 90.0)
+
+
+# --- the same statistics computed where the tensors are (the all-GPU pipeline) --------------------
+
+
+def _random_scene(seed: int, h: int = 60, w: int = 90):
+    rng = np.random.default_rng(seed)
+    ids = np.full((h, w), -1, np.int32)
+    ids[h // 2 :] = 0  # road
+    ids[: h // 5] = 10000  # sky
+    for n in range(8):
+        y, x = int(rng.integers(0, h - 12)), int(rng.integers(0, w - 15))
+        ids[y : y + int(rng.integers(3, 12)), x : x + int(rng.integers(3, 15))] = (11 + n % 8) * 1000 + n + 1
+    depth = rng.uniform(0.5, 90.0, (h, w)).astype(np.float32)
+    depth[rng.random((h, w)) < 0.1] = np.nan
+    depth[rng.random((h, w)) < 0.05] = -1.0
+    return ids, depth
+
+
+def _assert_same_segments(got, want) -> None:
+    assert [s.id for s in got] == [s.id for s in want]
+    for a, b in zip(got, want, strict=True):
+        da, db = vars(a), vars(b)
+        for key, value in db.items():
+            other = da[key]
+            if isinstance(value, float) or (isinstance(value, tuple) and value and isinstance(value[0], float)):
+                np.testing.assert_allclose(np.array(other, float), np.array(value, float), rtol=1e-9, atol=1e-9,
+                                           equal_nan=True, err_msg=f"segment {b.id} {key}")  # fmt: skip
+            else:
+                assert other == value, (b.id, key, other, value)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("with_k", [False, True])
+@pytest.mark.parametrize("statistic", ["median", "mean", "trimmed_mean", "p10"])
+def test_torch_segments_equal_numpy_segments(seed, with_k, statistic):
+    from panoptic_depthlab_core.segments import compute_segments_torch
+
+    ids, depth = _random_scene(seed)
+    K = np.array([[80.0, 0, 45], [0, 80.0, 30], [0, 0, 1]]) if with_k else None
+    cfg = SegmentsConfig(distance_statistic=statistic)
+    scores = {13001: 0.9, 0: 1.0}
+    want = compute_segments(ids, depth, K=K, scores=scores, cfg=cfg)
+    got = compute_segments_torch(torch.from_numpy(ids), torch.from_numpy(depth), K=K, scores=scores, cfg=cfg)
+    assert len(want) > 5
+    _assert_same_segments(got, want)
+
+
+def test_torch_segments_things_only_no_depth_and_empty():
+    from panoptic_depthlab_core.segments import compute_segments_torch
+
+    ids, depth = _random_scene(3)
+    cfg = SegmentsConfig(include_stuff=False)
+    _assert_same_segments(compute_segments_torch(torch.from_numpy(ids), None, cfg=cfg),
+                          compute_segments(ids, None, cfg=cfg))  # fmt: skip
+    void = torch.full((10, 12), -1, dtype=torch.int32)
+    assert compute_segments_torch(void, torch.zeros(10, 12)) == []
+    with pytest.raises(ValueError, match="integer"):
+        compute_segments_torch(torch.zeros(10, 12), None)
+    with pytest.raises(ValueError, match="shape"):
+        compute_segments_torch(torch.zeros(10, 12, dtype=torch.int32), torch.zeros(10, 11))
+
+
+def test_torch_segments_on_cuda_equal_numpy():
+    if not torch.cuda.is_available():
+        pytest.skip("CUDA not available: the on-device segment statistics need an NVIDIA GPU")
+    from panoptic_depthlab_core.segments import compute_segments_torch
+
+    ids, depth = _random_scene(4, 540, 960)
+    K = np.array([[800.0, 0, 480], [0, 800.0, 270], [0, 0, 1]])
+    want = compute_segments(ids, depth, K=K)
+    got = compute_segments_torch(torch.from_numpy(ids).cuda(), torch.from_numpy(depth).cuda(), K=K)
+    assert [s.id for s in got] == [s.id for s in want]
+    for a, b in zip(got, want, strict=True):
+        assert a.area == b.area and a.bbox_xywh == b.bbox_xywh
+        np.testing.assert_allclose(a.distance_m, b.distance_m, rtol=1e-6)
+        np.testing.assert_allclose(a.position_xyz_m, b.position_xyz_m, rtol=1e-5, atol=1e-6)

@@ -176,3 +176,33 @@ def test_viz_1080p_is_vectorised():
     elapsed = time.perf_counter() - t0
     assert out.shape == (h, w, 3)
     assert elapsed < 3.0, f"overlay took {elapsed:.2f} s at 1080p"
+
+
+@pytest.mark.parametrize("count", [20, 200])  # the uint8 lookup path and the general path (> 127)
+def test_viz_overlay_many_segments_and_bgr_order(count):
+    h, w = 64, 20 * 16
+    rng = np.random.default_rng(2)
+    image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    ids = np.full((h, w), 0, np.int32)  # road everywhere, then a grid of small cars
+    for n in range(count):
+        y, x = (n // 20) * 6, (n % 20) * 16
+        ids[y : y + 5, x : x + 12] = 13001 + n
+    depth = np.full((h, w), 20.0, np.float32)
+    segments = compute_segments(ids, depth)
+    cfg = VizConfig(outline_px=1, label_things=False, legend=False, thing_alpha=0.5, stuff_alpha=0.25)
+    out = overlay_distance(image, ids, segments, cfg)
+    out_bgr = overlay_distance(image, ids, segments, cfg, bgr=True)
+    np.testing.assert_array_equal(out_bgr, out[:, :, ::-1])
+
+    a = round(0.5 * 256)
+    colour = distance_to_rgb(np.array([20.0]))[0].astype(int)
+    last = count - 1
+    inner = ((last // 20) * 6 + 2, (last % 20) * 16 + 5)  # inside the last car, away from its outline
+    expected = (image[inner].astype(int) * (256 - a) + colour * a + 128) >> 8
+    np.testing.assert_array_equal(out[inner], expected)
+    edge = ((last // 20) * 6 + 2, (last % 20) * 16)  # its left column: outline, brightened colour
+    np.testing.assert_array_equal(out[edge], 255 - (255 - colour) // 3)
+    road = (h - 1, w - 1)
+    a_road = round(0.25 * 256)
+    expected_road = (image[road].astype(int) * (256 - a_road) + PALETTE[0].astype(int) * a_road + 128) >> 8
+    np.testing.assert_array_equal(out[road], expected_road)

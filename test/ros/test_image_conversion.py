@@ -407,3 +407,41 @@ def test_camera_info_size_mismatch(kind: str) -> None:
     with pytest.raises(CameraInfoError) as err:
         check_camera_info_matches(info, 1280, 720)
     assert err.value.reason == "camera_info_size_mismatch"
+
+
+# --- CompressedImage decoded on the device (the all-GPU path) ----------------------------------
+
+
+def _jpeg_of(rgb: np.ndarray) -> bytes:
+    ok, jpg = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
+    assert ok
+    return jpg.tobytes()
+
+
+def test_device_decode_on_cpu_is_the_cpu_decode() -> None:
+    from panoptic_depthlab_ros.image_conversion import compressed_msg_to_device
+
+    jpg = _jpeg_of(_rgb(7, 32, 48))
+    out = compressed_msg_to_device(_compressed(jpg), "cpu")
+    np.testing.assert_array_equal(out, compressed_msg_to_rgb(_compressed(jpg)))
+    for payload in (b"", b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4):
+        with pytest.raises(ImageConversionError) as info:
+            compressed_msg_to_device(_compressed(payload), "cpu")
+        assert info.value.reason == "decode_failed"
+
+
+def test_device_decode_on_cuda_matches_cpu_and_reports_corrupt_jpeg() -> None:
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("CUDA not available: nvJPEG decoding needs an NVIDIA GPU")
+    from panoptic_depthlab_ros.image_conversion import compressed_msg_to_device
+
+    rgb = np.zeros((64, 96, 3), np.uint8)
+    rgb[:, :48] = (200, 30, 10)
+    rgb[:, 48:] = (10, 40, 220)
+    out = compressed_msg_to_device(_compressed(_jpeg_of(rgb)), "cuda")
+    assert isinstance(out, torch.Tensor) and out.device.type == "cuda" and tuple(out.shape) == rgb.shape
+    assert np.abs(out.cpu().numpy().astype(int) - rgb).mean() < 4
+    with pytest.raises(ImageConversionError) as info:
+        compressed_msg_to_device(_compressed(b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4), "cuda")
+    assert info.value.reason == "decode_failed"

@@ -28,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sequence", action="store_true", help="one temporally coherent drive")
     parser.add_argument("--fps", type=float, default=10.0, help="frame rate of --sequence")
     parser.add_argument("--city", default="synthville", help="city name in the file names")
+    parser.add_argument("--workers", type=int, default=1, help="processes rendering independent scenes")
     parser.add_argument("--quiet", action="store_true")
 
 
@@ -44,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
             )
 
     stems = write_dataset(
-        args.out, args.num, args.size, args.seed, args.split, args.sequence, args.city, args.fps, progress
+        args.out, args.num, args.size, args.seed, args.split, args.sequence, args.city, args.fps, progress,
+        workers=args.workers,
     )
     if not args.quiet:
         print(f"wrote {len(stems)} frames to {args.out} (split {args.split})")

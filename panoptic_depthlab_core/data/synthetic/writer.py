@@ -77,6 +77,34 @@ def create_panoptic(root: str | Path, split: str) -> Path:
     return gt / f"cityscapes_panoptic_{split}.json"
 
 
+def _render_and_write(job: tuple[str, int, tuple[int, int], int, str, str]) -> str:
+    out_dir, i, size, seed, split, city = job
+    return write_frame(out_dir, split, city, i, 19, render_frame(seed, i, size))
+
+
+def _write_parallel(
+    out_dir: str | Path,
+    num: int,
+    size: tuple[int, int],
+    seed: int,
+    split: str,
+    city: str,
+    progress: Callable[[int, int], None] | None,
+    workers: int,
+) -> list[str]:
+    import multiprocessing
+
+    jobs = [(str(out_dir), i, size, seed, split, city) for i in range(num)]
+    stems = []
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        for done, stem in enumerate(pool.imap(_render_and_write, jobs, chunksize=4), start=1):
+            stems.append(stem)
+            if progress is not None:
+                progress(done, num)
+    create_panoptic(out_dir, split)
+    return stems
+
+
 def write_dataset(
     out_dir: str | Path,
     num: int,
@@ -87,12 +115,14 @@ def write_dataset(
     city: str = "synthville",
     fps: float = 10.0,
     progress: Callable[[int, int], None] | None = None,
+    workers: int = 1,
 ) -> list[str]:
     """Render ``num`` frames into ``out_dir`` in Cityscapes layout and build the panoptic GT.
 
     ``sequence=False``: independent scenes ``render_frame(seed, i)``; ``True``: one drive
     ``render_sequence(seed, num, fps=fps)``. Returns the stems written, in order. Deterministic:
-    the same arguments give the same bytes.
+    the same arguments give the same bytes. ``workers`` > 1 renders independent scenes in that many
+    processes (each frame depends only on (seed, i), so the bytes do not change).
     """
     if num < 1:
         raise ValueError(f"num must be >= 1, got {num}")
@@ -100,6 +130,10 @@ def write_dataset(
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if not city or "_" in city or "/" in city:
         raise ValueError(f"city must be a non-empty name without '_' or '/', got {city!r}")
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    if workers > 1 and not sequence:
+        return _write_parallel(out_dir, num, size, seed, split, city, progress, workers)
     frames: Iterable[SyntheticFrame]
     if sequence:
         frames = render_sequence(seed, num, size, fps=fps)

@@ -88,3 +88,44 @@ def test_bad_calibration_input(tmp_path: Path) -> None:
         next(iter(CalibrationDataReader(tmp_path / "bad", (32, 64))))
     with pytest.raises(ValueError, match=r"\(H, W, 3\)"):
         letterbox_rgb(np.zeros((4, 4), np.uint8), (32, 64))
+
+
+def test_fingerprint_follows_the_calibration_data(tmp_path: Path) -> None:
+    from panoptic_depthlab_core.export.calibration import CalibrationDataReader
+
+    root = tmp_path / "calib"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        cv2.imwrite(str(root / f"img{i}.png"), rng.integers(0, 255, (20, 40, 3), dtype=np.uint8))
+    base = CalibrationDataReader(root, (32, 64)).fingerprint()
+    assert CalibrationDataReader(root, (32, 64)).fingerprint() == base  # deterministic
+    assert CalibrationDataReader(root, (64, 128)).fingerprint() != base  # other network input
+    assert CalibrationDataReader(root, (32, 64), max_images=2).fingerprint() != base  # other subset
+    cv2.imwrite(str(root / "img1.png"), rng.integers(0, 255, (20, 40, 3), dtype=np.uint8))
+    assert CalibrationDataReader(root, (32, 64)).fingerprint() != base  # same names, new pixels
+
+
+def test_calibration_cache_is_reused_only_for_its_own_calibration(tmp_path: Path) -> None:
+    import hashlib
+
+    from panoptic_depthlab_core.export.calibration import (
+        cached_calibration_id,
+        calibration_id,
+        reusable_calibration_cache,
+        write_calibration_record,
+    )
+
+    cache = tmp_path / "model.calib"
+    assert cached_calibration_id(cache) is None
+    assert reusable_calibration_cache(cache, None) is None
+    cache.write_bytes(b"TRT-8601-MinMaxCalibration\nimages: 3c010a14\n")
+    # a cache without a record (brought from elsewhere) is identified by its bytes
+    assert cached_calibration_id(cache) == hashlib.sha256(cache.read_bytes()).hexdigest()
+    first = calibration_id("f" * 64, "minmax")
+    assert first != calibration_id("f" * 64, "entropy") != calibration_id("e" * 64, "minmax")
+    write_calibration_record(cache, first)
+    assert cached_calibration_id(cache) == first
+    assert reusable_calibration_cache(cache, first) == cache.read_bytes()
+    assert reusable_calibration_cache(cache, None) == cache.read_bytes()  # no images: the cache is it
+    assert reusable_calibration_cache(cache, calibration_id("e" * 64, "minmax")) is None  # new images
