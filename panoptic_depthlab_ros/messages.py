@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -266,43 +266,55 @@ def build_messages(
     options: MessageOptions | None = None,
     rgb: np.ndarray | None = None,
     executor: Executor | None = None,
+    emit: Callable[[str, Any], None] | None = None,
 ) -> dict[str, Any]:
     """Output name -> message for every output in ``options.outputs`` that can be built.
 
     3D outputs (detections_3d, markers) need ``result.K`` and ~/camera_info needs ``camera_info``;
     visualization needs ``rgb`` (the input image, RGB uint8). Missing inputs skip those outputs;
-    the caller decides whether to warn. With an ``executor`` the overlay (the costliest output:
-    full-resolution blending, outlines and text) is drawn there while this thread builds the rest;
-    OpenCV and NumPy release the GIL, so the two overlap on a multi-core CPU.
+    the caller decides whether to warn.
+
+    Order: the small messages planners consume (detections, 3D, markers, camera_info) first, then
+    the images, the overlay last. ``emit(name, message)`` is called as each one is ready (the node
+    publishes there, so the first outputs leave while the rest are built). With an ``executor`` the
+    overlay (the costliest output: full-resolution blending, outlines and text) is drawn there
+    meanwhile; OpenCV and NumPy release the GIL, so the two overlap on a multi-core CPU.
     """
     options = options or MessageOptions()
     wanted = options.outputs
     header = output_header(header, options.frame_id)
     out: dict[str, Any] = {}
+
+    def put(name: str, message: Any) -> None:
+        out[name] = message
+        if emit is not None:
+            emit(name, message)
+
+    def overlay_message() -> Any:
+        return numpy_to_image_msg(visualization_bgr(result, rgb, options), "bgr8", header)
+
     overlay: Future | None = None
     if "visualization" in wanted and rgb is not None and executor is not None:
-        overlay = executor.submit(
-            lambda: numpy_to_image_msg(visualization_bgr(result, rgb, options), "bgr8", header)
-        )
-    if "panoptic" in wanted:
-        out["panoptic"] = numpy_to_image_msg(panoptic_to_uint16(result.panoptic_ids), "16UC1", header)
-    if "semantic" in wanted:
-        out["semantic"] = numpy_to_image_msg(np.asarray(result.semantic, dtype=np.uint8), "mono8", header)
-    if "depth" in wanted:
-        out["depth"] = numpy_to_image_msg(depth_for_output(result, options.depth_sky_inf), "32FC1", header)
-    if "visualization" in wanted and rgb is not None and overlay is None:
-        out["visualization"] = numpy_to_image_msg(visualization_bgr(result, rgb, options), "bgr8", header)
+        overlay = executor.submit(overlay_message)
     has_k = result.K is not None
     if wanted & {"detections", "detections_3d", "markers"}:
         segments = detection_segments(result, options)
         if "detections" in wanted:
-            out["detections"] = detection2d_array(segments, header)
+            put("detections", detection2d_array(segments, header))
         if "detections_3d" in wanted and has_k:
-            out["detections_3d"] = detection3d_array(segments, header)
+            put("detections_3d", detection3d_array(segments, header))
         if "markers" in wanted and has_k:
-            out["markers"] = marker_array(segments, header, options)
+            put("markers", marker_array(segments, header, options))
     if "camera_info" in wanted and camera_info is not None:
-        out["camera_info"] = camera_info_for_output(camera_info, header, result.width, result.height)
+        put("camera_info", camera_info_for_output(camera_info, header, result.width, result.height))
+    if "panoptic" in wanted:
+        put("panoptic", numpy_to_image_msg(panoptic_to_uint16(result.panoptic_ids), "16UC1", header))
+    if "semantic" in wanted:
+        put("semantic", numpy_to_image_msg(np.asarray(result.semantic, dtype=np.uint8), "mono8", header))
+    if "depth" in wanted:
+        put("depth", numpy_to_image_msg(depth_for_output(result, options.depth_sky_inf), "32FC1", header))
     if overlay is not None:
-        out["visualization"] = overlay.result()
+        put("visualization", overlay.result())
+    elif "visualization" in wanted and rgb is not None:
+        put("visualization", overlay_message())
     return out

@@ -8,6 +8,7 @@ node counts in /diagnostics; a bad CameraInfo never rejects the frame, it only d
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -134,10 +135,15 @@ class FrameProcessor:
         self._overlay_pool.shutdown(wait=True)
 
     def process(
-        self, image_msg: Any, camera_info: Any = None, options: MessageOptions | None = None
+        self,
+        image_msg: Any,
+        camera_info: Any = None,
+        options: MessageOptions | None = None,
+        emit: Callable[[str, Any], None] | None = None,
     ) -> ProcessedFrame:
         """Decode, infer, build messages. Raises ImageConversionError for a bad image; any
-        CameraInfo problem is returned in ``camera_info_error`` and only the 3D outputs are skipped."""
+        CameraInfo problem is returned in ``camera_info_error`` and only the 3D outputs are skipped.
+        ``emit(name, message)`` is called as each message is ready (see ``build_messages``)."""
         options = options or self.options
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
@@ -168,6 +174,7 @@ class FrameProcessor:
             options,
             rgb=rgb if "visualization" in options.outputs else None,
             executor=self._overlay_pool,
+            emit=emit,
         )
         timings["messages"] = (time.perf_counter() - t2) * 1e3
         return ProcessedFrame(

@@ -150,3 +150,23 @@ def test_panoptic_id_range_and_label_info() -> None:
     msg = label_info(_header(), 0.3)
     assert len(msg.class_map) == 19 and msg.class_map[11].class_name == "person"
     assert msg.threshold == pytest.approx(0.3)
+
+
+def test_emit_small_messages_first_overlay_last_and_same_with_a_helper_thread() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    rgb = np.full((24, 32, 3), 90, np.uint8)
+    order: list[str] = []
+    emitted: dict = {}
+
+    def emit(name, message) -> None:
+        order.append(name)
+        emitted[name] = message
+
+    with ThreadPoolExecutor(1) as pool:
+        out = build_messages(_result(), _header(), _info(), MessageOptions(), rgb=rgb, executor=pool, emit=emit)
+    assert emitted == out and len(order) == len(set(order)) == 8
+    assert order[:4] == ["detections", "detections_3d", "markers", "camera_info"]
+    assert order[-1] == "visualization"
+    serial = build_messages(_result(), _header(), _info(), MessageOptions(), rgb=rgb)
+    assert bytes(serial["visualization"].data) == bytes(out["visualization"].data)
