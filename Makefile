@@ -43,6 +43,7 @@ lint: setup
 bench: setup
 	$(PY) benchmarks/postprocess.py
 	$(PY) benchmarks/synth.py
+	$(PY) benchmarks/train_step.py
 	$(PY) benchmarks/inference.py --models small,r52 --sizes 512x1024 --backends torch,onnxruntime
 	$(ROS_ENV) $(PY) benchmarks/node_latency.py --shm
 
