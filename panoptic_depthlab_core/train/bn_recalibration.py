@@ -19,9 +19,14 @@ from torch import nn
 
 
 @torch.no_grad()
-def recalibrate_batchnorm(model: nn.Module, batches, max_batches: int) -> int:
-    """Set BN running stats to the cumulative average over ``max_batches`` batches; returns the count."""
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+def recalibrate_batchnorm(
+    model: nn.Module, batches, max_batches: int, keep: list[nn.Module] | tuple[nn.Module, ...] = ()
+) -> int:
+    """Set BN running stats to the cumulative average over ``max_batches`` batches; returns the count.
+
+    BatchNorms inside a module of ``keep`` (frozen parts, e.g. a frozen backbone) keep their stats."""
+    kept = {id(m) for k in keep for m in k.modules()}
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and id(m) not in kept]
     if not bns:
         return 0
     saved = [(bn.momentum, bn.training) for bn in bns]
@@ -30,6 +35,8 @@ def recalibrate_batchnorm(model: nn.Module, batches, max_batches: int) -> int:
         bn.reset_running_stats()
         bn.momentum = None  # cumulative moving average: every batch counts equally
     model.train()
+    for k in keep:
+        k.eval()
     seen = 0
     for batch in batches:
         if seen >= max_batches:

@@ -106,10 +106,15 @@ class TrainConfig:
     freeze: FreezeConfig = field(default_factory=FreezeConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    # > 0: before writing model_final, re-estimate BatchNorm statistics over this many training
+    # batches (see bn_recalibration.py; what `panoptic-depthlab recalibrate-bn` does afterwards)
+    bn_recalibration_batches: int = 0
 
     def __post_init__(self) -> None:
         if self.cpu_threads < 0:
             raise ConfigError(f"cpu_threads must be >= 0, got {self.cpu_threads}")
+        if self.bn_recalibration_batches < 0:
+            raise ConfigError(f"bn_recalibration_batches must be >= 0, got {self.bn_recalibration_batches}")
 
 
 def load_train_config(path: str | Path, opts: list[str] | None = None) -> TrainConfig:

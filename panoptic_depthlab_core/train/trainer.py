@@ -276,6 +276,28 @@ def _gather_rng(info: DistInfo) -> list[dict[str, Any]]:
     ]
 
 
+def _recalibrate_bn(model: nn.Module, cfg: TrainConfig, frozen_modules: list[str], info: DistInfo) -> int:
+    """BatchNorm statistics re-estimated over training batches (the last checkpoint keeps the
+    running ones, so a resume is unaffected). Same batches as ``panoptic-depthlab recalibrate-bn
+    --batch-size <ims_per_batch> --seed <seed>`` (same statistics up to float rounding). Under DDP
+    rank 0 does it, and only rank 0 writes the final weights."""
+    from panoptic_depthlab_core.data.loader import build_dataloader
+    from panoptic_depthlab_core.train.bn_recalibration import recalibrate_batchnorm
+
+    loader = build_dataloader(cfg.data, cfg.solver.ims_per_batch, train=True, seed=cfg.seed)
+    lookup = dict(model.named_modules())
+
+    def on_device(batches):
+        for batch in batches:
+            yield batch["image"].to(info.device)
+
+    seen = recalibrate_batchnorm(
+        model, on_device(loader), cfg.bn_recalibration_batches, keep=[lookup[n] for n in frozen_modules]
+    )
+    log.info("BatchNorm statistics re-estimated over %d training batches", seen)
+    return seen
+
+
 def _write_run_files(cfg: TrainConfig, out: Path) -> None:
     import yaml
 
@@ -537,7 +559,10 @@ def train(
     if info.is_main:
         from panoptic_depthlab_core.weights import save_safetensors
 
-        save_safetensors(core.state_dict(), final, {"iteration": str(it), "model": cfg.model.name})
+        metadata = {"iteration": str(it), "model": cfg.model.name}
+        if cfg.bn_recalibration_batches > 0:
+            metadata["bn_recalibrated_batches"] = str(_recalibrate_bn(core, cfg, frozen_modules, info))
+        save_safetensors(core.state_dict(), final, metadata)
         log.info("final weights %s", final)
     if info.world_size > 1:
         dist.barrier()

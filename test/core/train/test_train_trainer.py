@@ -209,6 +209,44 @@ def test_freeze_trains_only_depth_head(tmp_path, synth_root):
         train(make_cfg(tmp_path / "frz2", synth_root, freeze={"train_only": ["dpeth_head."]}))
 
 
+def test_bn_recalibration_before_the_final_weights(tmp_path, synth_root):
+    """``bn_recalibration_batches``: model_final gets re-estimated BN statistics of the trained
+    parts; weights, frozen parts and the resumable checkpoint stay as trained."""
+    from safetensors import safe_open
+
+    from panoptic_depthlab_core.model import build_model
+    from panoptic_depthlab_core.train.trainer import train
+    from panoptic_depthlab_core.weights import save_safetensors
+
+    init = tmp_path / "init.safetensors"
+    start = build_model(from_dict(TrainConfig, {"model": TINY_MODEL}).model).state_dict()
+    save_safetensors(start, init)
+    cfg = make_cfg(
+        tmp_path / "recal",
+        synth_root,
+        solver={"max_iter": 2},
+        checkpoint={"period": 2},
+        init={"weights": str(init)},
+        freeze={"train_only": ["depth_head."]},
+        bn_recalibration_batches=2,
+    )
+    final_path = train(cfg).final_weights
+    final = load_safetensors(final_path)
+    manager = CheckpointManager(tmp_path / "recal", 2)
+    checkpoint, _ = manager.load(manager.latest())
+    stats = [k for k in final if k.endswith(("running_mean", "running_var"))]
+    recalibrated = [k for k in stats if not torch.equal(final[k], checkpoint[k])]
+    assert recalibrated and all(k.startswith("depth_head.") for k in recalibrated), recalibrated
+    for key, value in final.items():
+        if key.startswith("depth_head.") and key.endswith(("running_mean", "running_var", "num_batches_tracked")):
+            continue
+        assert torch.equal(value, checkpoint[key]), key  # weights as trained
+        if not key.startswith("depth_head."):
+            assert torch.equal(value, start[key]), key  # frozen parts untouched, their BN included
+    with safe_open(str(final_path), "pt") as f:
+        assert f.metadata()["bn_recalibrated_batches"] == "2"
+
+
 def test_bad_config_and_data_path(tmp_path, synth_root):
     path = tmp_path / "c.yaml"
     path.write_text("solver:\n  max_iterz: 3\n")
