@@ -111,19 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import QoSProfile
     from sensor_msgs.msg import CameraInfo, Image
-    from vision_msgs.msg import Detection2DArray, Detection3DArray
-    from visualization_msgs.msg import MarkerArray
 
-    types = {
-        "panoptic": Image,
-        "semantic": Image,
-        "depth": Image,
-        "visualization": Image,
-        "detections": Detection2DArray,
-        "detections_3d": Detection3DArray,
-        "markers": MarkerArray,
-        "camera_info": CameraInfo,
-    }
+    from panoptic_depthlab_ros.node import OUTPUT_TYPES as types
+
     tmp = Path(tempfile.mkdtemp(prefix="pdl_bench_"))
     params = tmp / "params.yaml"
     _params_yaml(args, params)

@@ -7,23 +7,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tiny_models import TINY_MODEL
 
 from panoptic_depthlab_core.bench import parse_size
 from panoptic_depthlab_core.cli import main
-
-TINY_MODEL = {
-    "name": "tiny",
-    "backbone": "mobilenet_v3_large",
-    "use_dsconv": True,
-    "aspp_channels": 32,
-    "sem_decoder_channels": 32,
-    "sem_head_channels": 32,
-    "ins_decoder_channels": 16,
-    "ins_head_channels": 16,
-    "depth_decoder_channels": 32,
-    "depth_head_channels": 32,
-    "pool_kernel": None,
-}
 
 
 def test_bench_writes_json_and_table(tmp_path: Path, capsys) -> None:

@@ -34,22 +34,14 @@ from pdl_ros_harness import (  # noqa: E402
     wait_until,
 )
 from rclpy.qos import DurabilityPolicy, QoSProfile  # noqa: E402
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
-from vision_msgs.msg import Detection2DArray, Detection3DArray, LabelInfo  # noqa: E402
-from visualization_msgs.msg import Marker, MarkerArray  # noqa: E402
+from sensor_msgs.msg import CameraInfo, CompressedImage  # noqa: E402
+from vision_msgs.msg import LabelInfo  # noqa: E402
+from visualization_msgs.msg import Marker  # noqa: E402
+
+from panoptic_depthlab_ros.node import OUTPUT_TYPES  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
-OUTPUT_TYPES = {
-    "panoptic": Image,
-    "semantic": Image,
-    "depth": Image,
-    "visualization": Image,
-    "detections": Detection2DArray,
-    "detections_3d": Detection3DArray,
-    "markers": MarkerArray,
-    "camera_info": CameraInfo,
-}
 
 
 @pytest.fixture(scope="module")

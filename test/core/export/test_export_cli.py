@@ -8,26 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from tiny_models import TINY_MODEL
 
 from panoptic_depthlab_core.cli import main
 from panoptic_depthlab_core.export.onnx_export import check_onnx_file, onnx_input_shape
 from panoptic_depthlab_core.model import build_model, load_model_config
 from panoptic_depthlab_core.runtime.tensorrt_backend import tensorrt_available
 from panoptic_depthlab_core.weights import save_safetensors
-
-TINY_MODEL = {
-    "name": "tiny",
-    "backbone": "mobilenet_v3_large",
-    "use_dsconv": True,
-    "aspp_channels": 32,
-    "sem_decoder_channels": 32,
-    "sem_head_channels": 32,
-    "ins_decoder_channels": 16,
-    "ins_head_channels": 16,
-    "depth_decoder_channels": 32,
-    "depth_head_channels": 32,
-    "pool_kernel": None,
-}
 
 
 @pytest.fixture(scope="module")

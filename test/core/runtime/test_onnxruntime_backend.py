@@ -7,26 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tiny_models import tiny_model_config
 
 from panoptic_depthlab_core.export.onnx_export import export_onnx, realistic_test_image
-from panoptic_depthlab_core.model import ModelConfig, build_model
+from panoptic_depthlab_core.model import build_model
 from panoptic_depthlab_core.predictor import InputConfig, PipelineConfig, Predictor
 from panoptic_depthlab_core.runtime import BackendConfig, create_backend
 from panoptic_depthlab_core.runtime.onnxruntime_backend import OnnxRuntimeBackend, select_providers
 
-TINY = ModelConfig(
-    name="tiny",
-    backbone="mobilenet_v3_large",
-    use_dsconv=True,
-    aspp_channels=32,
-    sem_decoder_channels=32,
-    sem_head_channels=32,
-    ins_decoder_channels=16,
-    ins_head_channels=16,
-    depth_decoder_channels=32,
-    depth_head_channels=32,
-    pool_kernel=None,
-)
+TINY = tiny_model_config()
 INPUT_HW = (96, 192)
 
 
