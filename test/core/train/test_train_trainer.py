@@ -184,16 +184,23 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path, synth_root, monkeypa
     assert state["iteration"] == 4
 
 
-def test_freeze_trains_only_depth_head(tmp_path, synth_root):
-    """The seed recipe: start from given weights, train only ``depth_head.``; everything else, BN
-    statistics included, stays bit-identical."""
+def _initial_weights(tmp_path: Path) -> tuple[Path, dict[str, torch.Tensor]]:
+    """A freshly initialised tiny model saved as init weights: (path, state dict)."""
     from panoptic_depthlab_core.model import build_model
-    from panoptic_depthlab_core.train.trainer import train
     from panoptic_depthlab_core.weights import save_safetensors
 
     init = tmp_path / "init.safetensors"
     start = build_model(from_dict(TrainConfig, {"model": TINY_MODEL}).model).state_dict()
     save_safetensors(start, init)
+    return init, start
+
+
+def test_freeze_trains_only_depth_head(tmp_path, synth_root):
+    """The seed recipe: start from given weights, train only ``depth_head.``; everything else, BN
+    statistics included, stays bit-identical."""
+    from panoptic_depthlab_core.train.trainer import train
+
+    init, start = _initial_weights(tmp_path)
     cfg = make_cfg(
         tmp_path / "frz",
         synth_root,
@@ -214,13 +221,9 @@ def test_bn_recalibration_before_the_final_weights(tmp_path, synth_root):
     parts; weights, frozen parts and the resumable checkpoint stay as trained."""
     from safetensors import safe_open
 
-    from panoptic_depthlab_core.model import build_model
     from panoptic_depthlab_core.train.trainer import train
-    from panoptic_depthlab_core.weights import save_safetensors
 
-    init = tmp_path / "init.safetensors"
-    start = build_model(from_dict(TrainConfig, {"model": TINY_MODEL}).model).state_dict()
-    save_safetensors(start, init)
+    init, start = _initial_weights(tmp_path)
     cfg = make_cfg(
         tmp_path / "recal",
         synth_root,
