@@ -274,7 +274,7 @@ def _composite_small(
 
     Same integer arithmetic as :func:`_blend` ((x (256 - a) + c a + 128) >> 8); outline pixels use
     table slots n+1.. with alpha 256, so one lookup per pixel yields fill or outline. At 1920x1080
-    this is ~5x faster than the per-pixel numpy gathers of the general path."""
+    this was ~3x faster here than the per-pixel numpy gathers of the general path."""
     k = n + 1
     lut_inv = np.zeros(256, np.uint16)
     lut_add = np.zeros((256, 3), np.uint16)
