@@ -164,26 +164,23 @@ class Predictor:
         t3 = time.perf_counter()
         timings["postprocess"] = (t3 - t2) * 1e3
 
-        on_device = self.device.type != "cpu"
-        if on_device:  # the all-GPU path: statistics where the maps are; only their numbers come back
-            segments = compute_segments_torch(panoptic_ids, depth_m, K=K, scores=pan["scores"][0],
-                                              cfg=self.cfg.segments)  # fmt: skip
-            t3b = time.perf_counter()
-            timings["segments"] = (t3b - t3) * 1e3
-            t3 = t3b
         maps = {"panoptic": panoptic_ids.to(torch.int32), "semantic": semantic.to(torch.uint8),
                 "depth": depth_m.float()}  # fmt: skip
-        if on_device:  # async copies into pinned buffers, one wait; copied out as they are reused
+        scores = pan["scores"][0]
+        if self.device.type != "cpu":  # the all-GPU path: statistics where the maps are
+            segments = compute_segments_torch(panoptic_ids, depth_m, K=K, scores=scores, cfg=self.cfg.segments)
+            t4 = time.perf_counter()
+            timings["segments"] = (t4 - t3) * 1e3
+            # async copies into reused pinned buffers, one wait; copied out before the next frame reuses them
             host = {k: v.copy() for k, v in self._stager.to_host(maps).items()}
+            timings["to_host"] = (time.perf_counter() - t4) * 1e3
         else:
             host = {k: v.numpy() for k, v in maps.items()}
-        panoptic_np, semantic_np, depth_np = host["panoptic"], host["semantic"], host["depth"]
-        t4 = time.perf_counter()
-        timings["to_host"] = (t4 - t3) * 1e3
-
-        if not on_device:
-            segments = compute_segments(panoptic_np, depth_np, K=K, scores=pan["scores"][0], cfg=self.cfg.segments)
+            t4 = time.perf_counter()
+            timings["to_host"] = (t4 - t3) * 1e3
+            segments = compute_segments(host["panoptic"], host["depth"], K=K, scores=scores, cfg=self.cfg.segments)
             timings["segments"] = (time.perf_counter() - t4) * 1e3
+        panoptic_np, semantic_np, depth_np = host["panoptic"], host["semantic"], host["depth"]
         timings["total"] = (time.perf_counter() - t0) * 1e3
         return FrameResult(panoptic_ids=panoptic_np, semantic=semantic_np, depth_m=depth_np, segments=segments,
                            K=K, timings_ms=timings)

@@ -151,13 +151,14 @@ def _index_map(panoptic_ids: np.ndarray, seg_ids: np.ndarray, dtype: type = np.i
     if s == 0:
         return np.zeros(panoptic_ids.shape, dtype)
     lo, hi = int(seg_ids[0]), int(seg_ids[-1])
-    if hi - lo < (1 << 24) and np.iinfo(panoptic_ids.dtype).max >= hi and np.iinfo(panoptic_ids.dtype).min <= lo:
+    ids = panoptic_ids if panoptic_ids.dtype.kind == "i" else panoptic_ids.astype(np.int64)
+    limits = np.iinfo(ids.dtype)
+    if hi - lo < (1 << 24) and limits.min < lo and hi < limits.max:
         span = hi - lo
         lut = np.full(span + 2, s, dtype)  # the last entry (also reached as -1): out of range
         lut[seg_ids - lo] = np.arange(s, dtype=dtype)
-        work = np.int32 if panoptic_ids.dtype.itemsize <= 4 and lo > -(1 << 30) else np.int64
-        rel = np.subtract(panoptic_ids, lo, dtype=work)
-        np.clip(rel, -1, span + 1, out=rel)
+        rel = np.clip(ids, lo - 1, hi + 1)  # in the ids' own dtype: no overflow below
+        rel -= ids.dtype.type(lo)  # now -1 .. span + 1
         return np.take(lut, rel)
     pos = np.clip(np.searchsorted(seg_ids, panoptic_ids), 0, s - 1)
     return np.where(seg_ids[pos] == panoptic_ids, pos, s).astype(dtype)

@@ -165,14 +165,15 @@ class FrameProcessor:
                 timings[stage] = value
         timings["inference"] = (t2 - t1) * 1e3
         info_for_output = camera_info if K is not None else None
-        if "visualization" in options.outputs and not isinstance(rgb, np.ndarray):
-            rgb = rgb.cpu().numpy()  # decoded on the GPU; the overlay is drawn on the host
+        overlay_rgb = None
+        if "visualization" in options.outputs:  # drawn on the host, also when decoded on the GPU
+            overlay_rgb = rgb if isinstance(rgb, np.ndarray) else rgb.cpu().numpy()
         messages = build_messages(
             result,
             image_msg.header,
             info_for_output,
             options,
-            rgb=rgb if "visualization" in options.outputs else None,
+            rgb=overlay_rgb,
             executor=self._overlay_pool,
             emit=emit,
         )

@@ -29,8 +29,8 @@ def recalibrate_batchnorm(
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and id(m) not in kept]
     if not bns:
         return 0
-    saved = [(bn.momentum, bn.training) for bn in bns]
-    was_training = model.training
+    momenta = [bn.momentum for bn in bns]
+    modes = [(m, m.training) for m in model.modules()]
     for bn in bns:
         bn.reset_running_stats()
         bn.momentum = None  # cumulative moving average: every batch counts equally
@@ -44,10 +44,10 @@ def recalibrate_batchnorm(
         images = batch["image"] if isinstance(batch, dict) else batch
         model(images.float())
         seen += 1
-    for bn, (momentum, training) in zip(bns, saved, strict=True):
+    for bn, momentum in zip(bns, momenta, strict=True):
         bn.momentum = momentum
-        bn.train(training)
-    model.train(was_training)
+    for m, training in modes:  # frozen parts stay in eval mode, as the trainer keeps them
+        m.training = training
     if seen == 0:
         raise ValueError("no batches were given for BatchNorm recalibration")
     return seen

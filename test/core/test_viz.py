@@ -206,3 +206,17 @@ def test_viz_overlay_many_segments_and_bgr_order(count):
     a_road = round(0.25 * 256)
     expected_road = (image[road].astype(int) * (256 - a_road) + PALETTE[0].astype(int) * a_road + 128) >> 8
     np.testing.assert_array_equal(out[road], expected_road)
+
+
+def test_viz_overlay_same_for_any_integer_id_dtype_and_ignores_unknown_huge_ids():
+    image, ids, depth = scene()
+    segments = compute_segments(ids, depth)
+    cfg = VizConfig(legend=False, label_things=False)
+    want = overlay_distance(image, ids, segments, cfg)
+    for dtype in (np.int64, np.uint32):
+        as_dtype = np.where(ids < 0, 60000, ids).astype(dtype)  # no negatives in unsigned maps
+        expected = overlay_distance(image, np.where(ids < 0, 60000, ids).astype(np.int32), segments, cfg)
+        np.testing.assert_array_equal(overlay_distance(image, as_dtype, segments, cfg), expected)
+    huge = ids.copy()
+    huge[ids == -1] = 2_000_000_000  # not a listed segment: stays untouched
+    np.testing.assert_array_equal(overlay_distance(image, huge, segments, cfg), want)
