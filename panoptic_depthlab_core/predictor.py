@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -132,7 +133,11 @@ class Predictor:
 
     # ----------------------------------------------------------------------------- pipeline steps
     @torch.inference_mode()
-    def predict(self, image: np.ndarray | torch.Tensor, K: np.ndarray | None = None) -> FrameResult:
+    def predict(self, image: np.ndarray | torch.Tensor, K: np.ndarray | None = None,
+                on_maps: Callable[[FrameResult], None] | None = None) -> FrameResult:
+        """``on_maps(maps)``, if given, is called with the dense maps (a FrameResult without
+        segments) as soon as they are on the host, before the per-segment statistics: the node
+        publishes the images and prepares the overlay meanwhile."""
         check_rgb_image(image)
         K = check_intrinsics(K)
         timings: dict[str, float] = {}
@@ -174,8 +179,12 @@ class Predictor:
             # async copies into reused pinned buffers, one wait; copied out before the next frame reuses them
             host = {k: v.copy() for k, v in self._stager.to_host(maps).items()}
             timings["to_host"] = (time.perf_counter() - t4) * 1e3
+            if on_maps is not None:
+                on_maps(FrameResult(host["panoptic"], host["semantic"], host["depth"], K=K))
         else:
             host = {k: v.numpy() for k, v in maps.items()}
+            if on_maps is not None:
+                on_maps(FrameResult(host["panoptic"], host["semantic"], host["depth"], K=K))
             t4 = time.perf_counter()
             timings["to_host"] = (t4 - t3) * 1e3
             segments = compute_segments(host["panoptic"], host["depth"], K=K, scores=scores, cfg=self.cfg.segments)

@@ -98,12 +98,11 @@ def depth_for_output(result: FrameResult, sky_inf: bool) -> np.ndarray:
     return depth
 
 
-def visualization_bgr(result: FrameResult, rgb: np.ndarray, options: MessageOptions) -> np.ndarray:
-    """The distance-coloured overlay of the core's viz module, in BGR for the bgr8 message."""
-    from panoptic_depthlab_core.viz import VizConfig, overlay_distance
+def viz_config(options: MessageOptions) -> Any:
+    """The overlay's colour range from the options (viz.VizConfig)."""
+    from panoptic_depthlab_core.viz import VizConfig
 
-    cfg = VizConfig(near_m=options.viz_min_distance_m, far_m=options.viz_max_distance_m)
-    return overlay_distance(rgb, result.panoptic_ids, result.segments, cfg, bgr=True)
+    return VizConfig(near_m=options.viz_min_distance_m, far_m=options.viz_max_distance_m)
 
 
 # ---------------------------------------------------------------------------------------------- detections
@@ -259,6 +258,89 @@ def camera_info_for_output(camera_info: Any, header: Any, width: int, height: in
 # ---------------------------------------------------------------------------------------------- all
 
 
+class FrameMessages:
+    """One frame's output messages, built in two steps around the per-segment statistics.
+
+    ``add_maps(maps)`` as soon as the dense maps exist (the Predictor's ``on_maps``): camera_info,
+    panoptic, semantic and depth are built and emitted, and the overlay is composited except for
+    the things' distance colours. ``add_segments(result)`` then builds detections, detections_3d
+    and markers and finishes the overlay. With an ``executor`` the first step runs there, so on a
+    multi-core CPU it overlaps the statistics (OpenCV and NumPy release the GIL).
+    ``emit(name, message)`` is called as each message is ready, possibly from the executor's thread.
+    """
+
+    def __init__(
+        self,
+        header: Any,
+        camera_info: Any = None,
+        options: MessageOptions | None = None,
+        rgb: np.ndarray | None = None,
+        executor: Executor | None = None,
+        emit: Callable[[str, Any], None] | None = None,
+    ) -> None:
+        self.options = options or MessageOptions()
+        self.header = output_header(header, self.options.frame_id)
+        self.camera_info = camera_info
+        self.rgb = rgb
+        self.executor = executor
+        self.emit = emit
+        self.messages: dict[str, Any] = {}
+        self._maps_added = False
+        self._maps_step: Future | None = None
+        self._prepared = None  # viz.PreparedOverlay
+
+    def _put(self, name: str, message: Any) -> None:
+        self.messages[name] = message
+        if self.emit is not None:
+            self.emit(name, message)
+
+    def add_maps(self, maps: FrameResult) -> None:
+        """The dense maps are ready (``maps.segments`` is not used)."""
+        self._maps_added = True
+        if self.executor is not None:
+            self._maps_step = self.executor.submit(self._build_maps, maps)
+        else:
+            self._build_maps(maps)
+
+    def _build_maps(self, maps: FrameResult) -> None:
+        wanted, header = self.options.outputs, self.header
+        if "camera_info" in wanted and self.camera_info is not None:
+            self._put("camera_info", camera_info_for_output(self.camera_info, header, maps.width, maps.height))
+        if "panoptic" in wanted:
+            self._put("panoptic", numpy_to_image_msg(panoptic_to_uint16(maps.panoptic_ids), "16UC1", header))
+        if "semantic" in wanted:
+            self._put("semantic", numpy_to_image_msg(np.asarray(maps.semantic, dtype=np.uint8), "mono8", header))
+        if "depth" in wanted:
+            self._put("depth", numpy_to_image_msg(depth_for_output(maps, self.options.depth_sky_inf), "32FC1", header))
+        if "visualization" in wanted and self.rgb is not None:
+            from panoptic_depthlab_core.viz import prepare_overlay
+
+            self._prepared = prepare_overlay(self.rgb, maps.panoptic_ids, viz_config(self.options), bgr=True)
+
+    def add_segments(self, result: FrameResult) -> dict[str, Any]:
+        """The segments are ready: the remaining messages; returns every message of the frame."""
+        wanted, header, options = self.options.outputs, self.header, self.options
+        if not self._maps_added:
+            self.add_maps(result)  # one step: the maps come with the segments
+        has_k = result.K is not None
+        if wanted & {"detections", "detections_3d", "markers"}:
+            segments = detection_segments(result, options)
+            if "detections" in wanted:
+                self._put("detections", detection2d_array(segments, header))
+            if "detections_3d" in wanted and has_k:
+                self._put("detections_3d", detection3d_array(segments, header))
+            if "markers" in wanted and has_k:
+                self._put("markers", marker_array(segments, header, options))
+        if self._maps_step is not None:
+            self._maps_step.result()  # re-raises what went wrong there
+        if self._prepared is not None:
+            from panoptic_depthlab_core.viz import finish_overlay
+
+            overlay_bgr = finish_overlay(self._prepared, result.segments)
+            self._put("visualization", numpy_to_image_msg(overlay_bgr, "bgr8", header))
+        return self.messages
+
+
 def build_messages(
     result: FrameResult,
     header: Any,
@@ -271,50 +353,10 @@ def build_messages(
     """Output name -> message for every output in ``options.outputs`` that can be built.
 
     3D outputs (detections_3d, markers) need ``result.K`` and ~/camera_info needs ``camera_info``;
-    visualization needs ``rgb`` (the input image, RGB uint8). Missing inputs skip those outputs;
-    the caller decides whether to warn.
-
-    Order: the small messages planners consume (detections, 3D, markers, camera_info) first, then
-    the images, the overlay last. ``emit(name, message)`` is called as each one is ready (the node
-    publishes there, so the first outputs leave while the rest are built). With an ``executor`` the
-    overlay (the costliest output: full-resolution blending, outlines and text) is drawn there
-    meanwhile; OpenCV and NumPy release the GIL, so the two overlap on a multi-core CPU.
+    visualization needs ``rgb`` (the input image, RGB uint8).
+    Missing inputs skip those outputs; the caller decides whether to warn. ``executor`` and
+    ``emit`` as in :class:`FrameMessages`; the overlay always comes last.
     """
-    options = options or MessageOptions()
-    wanted = options.outputs
-    header = output_header(header, options.frame_id)
-    out: dict[str, Any] = {}
-
-    def put(name: str, message: Any) -> None:
-        out[name] = message
-        if emit is not None:
-            emit(name, message)
-
-    def overlay_message() -> Any:
-        return numpy_to_image_msg(visualization_bgr(result, rgb, options), "bgr8", header)
-
-    overlay: Future | None = None
-    if "visualization" in wanted and rgb is not None and executor is not None:
-        overlay = executor.submit(overlay_message)
-    has_k = result.K is not None
-    if wanted & {"detections", "detections_3d", "markers"}:
-        segments = detection_segments(result, options)
-        if "detections" in wanted:
-            put("detections", detection2d_array(segments, header))
-        if "detections_3d" in wanted and has_k:
-            put("detections_3d", detection3d_array(segments, header))
-        if "markers" in wanted and has_k:
-            put("markers", marker_array(segments, header, options))
-    if "camera_info" in wanted and camera_info is not None:
-        put("camera_info", camera_info_for_output(camera_info, header, result.width, result.height))
-    if "panoptic" in wanted:
-        put("panoptic", numpy_to_image_msg(panoptic_to_uint16(result.panoptic_ids), "16UC1", header))
-    if "semantic" in wanted:
-        put("semantic", numpy_to_image_msg(np.asarray(result.semantic, dtype=np.uint8), "mono8", header))
-    if "depth" in wanted:
-        put("depth", numpy_to_image_msg(depth_for_output(result, options.depth_sky_inf), "32FC1", header))
-    if overlay is not None:
-        put("visualization", overlay.result())
-    elif "visualization" in wanted and rgb is not None:
-        put("visualization", overlay_message())
-    return out
+    builder = FrameMessages(header, camera_info, options, rgb, executor, emit)
+    builder.add_maps(result)
+    return builder.add_segments(result)

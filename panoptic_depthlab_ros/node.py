@@ -409,15 +409,15 @@ class PanopticDepthLabNode(LifecycleNode):
         stopped = False
 
         def publish(name: str, message: Any) -> None:
-            """Each output leaves as soon as it is built (planners' small messages first)."""
+            """Each output leaves as soon as it is built (the images from the helper thread)."""
             nonlocal publish_s, stopped
-            t0 = time.perf_counter()
             with self._publish_lock:
+                t0 = time.perf_counter()
                 if self._running:
                     self._out_pubs[name].publish(message)
                 else:
                     stopped = True
-            publish_s += time.perf_counter() - t0
+                publish_s += time.perf_counter() - t0
 
         frame = processor.process(msg, camera_info, message_options(params, wanted), emit=publish)
         if frame.camera_info_error is not None and not self._camera_info_counted:

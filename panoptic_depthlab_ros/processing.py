@@ -26,7 +26,7 @@ from panoptic_depthlab_ros.image_conversion import (
     compressed_msg_to_rgb,
     image_msg_to_rgb,
 )
-from panoptic_depthlab_ros.messages import MessageOptions, build_messages
+from panoptic_depthlab_ros.messages import FrameMessages, MessageOptions
 from panoptic_depthlab_ros.params import NodeParams
 
 
@@ -127,7 +127,8 @@ class FrameProcessor:
         self.options = options or MessageOptions()
         self.prefer_rectified = prefer_rectified
         self.max_pixels = max_pixels
-        # one helper thread draws the overlay while the caller builds the other messages
+        # one helper thread builds the image messages and the overlay while the caller computes
+        # the segment statistics and the other messages
         self._overlay_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="overlay")
 
     def close(self) -> None:
@@ -143,7 +144,7 @@ class FrameProcessor:
     ) -> ProcessedFrame:
         """Decode, infer, build messages. Raises ImageConversionError for a bad image; any
         CameraInfo problem is returned in ``camera_info_error`` and only the 3D outputs are skipped.
-        ``emit(name, message)`` is called as each message is ready (see ``build_messages``)."""
+        ``emit(name, message)`` is called as each message is ready (see ``FrameMessages``)."""
         options = options or self.options
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
@@ -158,25 +159,20 @@ class FrameProcessor:
                 info_error = exc
         t1 = time.perf_counter()
         timings["decode"] = (t1 - t0) * 1e3
-        result = self.predictor.predict(rgb, K)
+        overlay_rgb = None
+        if "visualization" in options.outputs:  # drawn on the host, also when decoded on the GPU
+            overlay_rgb = rgb if isinstance(rgb, np.ndarray) else rgb.cpu().numpy()
+        info_for_output = camera_info if K is not None else None
+        # the images leave (and the overlay is prepared) on the helper thread while the
+        # per-segment statistics are computed
+        builder = FrameMessages(image_msg.header, info_for_output, options, overlay_rgb, self._overlay_pool, emit)
+        result = self.predictor.predict(rgb, K, on_maps=builder.add_maps)
         t2 = time.perf_counter()
         for stage, value in result.timings_ms.items():
             if stage != "total":
                 timings[stage] = value
         timings["inference"] = (t2 - t1) * 1e3
-        info_for_output = camera_info if K is not None else None
-        overlay_rgb = None
-        if "visualization" in options.outputs:  # drawn on the host, also when decoded on the GPU
-            overlay_rgb = rgb if isinstance(rgb, np.ndarray) else rgb.cpu().numpy()
-        messages = build_messages(
-            result,
-            image_msg.header,
-            info_for_output,
-            options,
-            rgb=overlay_rgb,
-            executor=self._overlay_pool,
-            emit=emit,
-        )
+        messages = builder.add_segments(result)
         timings["messages"] = (time.perf_counter() - t2) * 1e3
         return ProcessedFrame(
             result=result, messages=messages, timings_ms=timings, camera_info_error=info_error

@@ -66,6 +66,28 @@ def test_intrinsics_give_3d_positions(predictor: Predictor) -> None:
             assert seg.position_xyz_m[2] == pytest.approx(seg.distance_m, rel=1e-4)
 
 
+def test_maps_are_handed_over_before_the_segment_statistics(predictor: Predictor, monkeypatch) -> None:
+    import panoptic_depthlab_core.predictor as predictor_module
+
+    events: list[str] = []
+    handed = []
+    real = predictor_module.compute_segments
+
+    def spy(*args, **kwargs):
+        events.append("segments")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(predictor_module, "compute_segments", spy)
+    K = np.array([[100.0, 0, 80], [0, 100.0, 60], [0, 0, 1]])
+    image = np.random.default_rng(3).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    result = predictor.predict(image, K, on_maps=lambda maps: (events.append("maps"), handed.append(maps)))
+    assert events == ["maps", "segments"]
+    maps = handed[0]
+    assert maps.segments == [] and maps.K is result.K
+    for name in ("panoptic_ids", "semantic", "depth_m"):
+        np.testing.assert_array_equal(getattr(maps, name), getattr(result, name))
+
+
 @pytest.mark.parametrize(
     "image, match",
     [

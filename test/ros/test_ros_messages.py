@@ -152,8 +152,10 @@ def test_panoptic_id_range_and_label_info() -> None:
     assert msg.threshold == pytest.approx(0.3)
 
 
-def test_emit_small_messages_first_overlay_last_and_same_with_a_helper_thread() -> None:
+def test_emit_maps_first_overlay_last_and_same_with_a_helper_thread() -> None:
     from concurrent.futures import ThreadPoolExecutor
+
+    from panoptic_depthlab_ros.messages import FrameMessages
 
     rgb = np.full((24, 32, 3), 90, np.uint8)
     order: list[str] = []
@@ -163,10 +165,22 @@ def test_emit_small_messages_first_overlay_last_and_same_with_a_helper_thread() 
         order.append(name)
         emitted[name] = message
 
+    serial = build_messages(_result(), _header(), _info(), MessageOptions(), rgb=rgb, emit=emit)
+    assert emitted == serial
+    assert order == ["camera_info", "panoptic", "semantic", "depth", "detections", "detections_3d", "markers",
+                     "visualization"]  # fmt: skip
+
+    # The node's way: the maps leave from the helper thread before the segments exist.
+    order.clear()
+    emitted.clear()
+    result = _result()
+    maps = FrameResult(result.panoptic_ids, result.semantic, result.depth_m, K=result.K)
     with ThreadPoolExecutor(1) as pool:
-        out = build_messages(_result(), _header(), _info(), MessageOptions(), rgb=rgb, executor=pool, emit=emit)
-    assert emitted == out and len(order) == len(set(order)) == 8
-    assert order[:4] == ["detections", "detections_3d", "markers", "camera_info"]
-    assert order[-1] == "visualization"
-    serial = build_messages(_result(), _header(), _info(), MessageOptions(), rgb=rgb)
-    assert bytes(serial["visualization"].data) == bytes(out["visualization"].data)
+        builder = FrameMessages(_header(), _info(), MessageOptions(), rgb, pool, emit)
+        builder.add_maps(maps)
+        pool.submit(lambda: None).result(timeout=10)  # one thread: the maps job has finished
+        assert set(order) == {"camera_info", "panoptic", "semantic", "depth"}
+        out = builder.add_segments(result)
+    assert emitted == out and len(order) == len(set(order)) == 8 and order[-1] == "visualization"
+    for name in ("panoptic", "semantic", "depth", "visualization"):
+        assert bytes(serial[name].data) == bytes(out[name].data), name
