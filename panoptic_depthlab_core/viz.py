@@ -288,8 +288,9 @@ class PreparedOverlay:
     bgr: bool
     seg_ids: np.ndarray  # the non-negative ids present, ascending
     is_thing: np.ndarray  # per id, by its class
-    index: np.ndarray | None = None  # uint8 slot per pixel (outline pixels in slots n+1..); None:
-    partial16: np.ndarray | None = None  # finish_overlay draws it in one go
+    # None below: too many ids for the uint8 slots, finish_overlay draws the figure in one go
+    index: np.ndarray | None = None  # uint8 slot per pixel (outline pixels in slots n+1..)
+    partial16: np.ndarray | None = None  # the blend before the >> 8, things' colours missing
     out: np.ndarray | None = None  # final except on thing pixels
     thing_bands: list[tuple[int, int, int, int]] = field(default_factory=list)  # y0, y1, x0, x1
 
