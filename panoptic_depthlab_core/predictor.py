@@ -136,8 +136,9 @@ class Predictor:
     def predict(self, image: np.ndarray | torch.Tensor, K: np.ndarray | None = None,
                 on_maps: Callable[[FrameResult], None] | None = None) -> FrameResult:
         """``on_maps(maps)``, if given, is called with the dense maps (a FrameResult without
-        segments) as soon as they are on the host, before the per-segment statistics: the node
-        publishes the images and prepares the overlay meanwhile."""
+        segments) as soon as they are on the host: on the CPU before the per-segment statistics, so
+        the node publishes the images and prepares the overlay meanwhile (on a GPU the statistics
+        run on the device first; they are fast there)."""
         check_rgb_image(image)
         K = check_intrinsics(K)
         timings: dict[str, float] = {}
