@@ -204,8 +204,12 @@ def _segment_luts(
     alpha = np.where(thing, round(cfg.thing_alpha * 256), round(cfg.stuff_alpha * 256)).astype(np.uint16)
     alpha[-1] = 0  # pixels of no listed segment stay as they are
     outlined = thing if not cfg.outline_stuff else np.r_[np.ones(is_thing.size, bool), False]
-    edge = (255 - (255 - colour.astype(np.uint16)) // 3).astype(np.uint8)  # brightened
-    return colour, alpha, outlined, edge
+    return colour, alpha, outlined, _outline_colour(colour)
+
+
+def _outline_colour(rgb: np.ndarray) -> np.ndarray:
+    """Outlines are their fill colour brightened: a third of the way towards white."""
+    return (255 - (255 - rgb.astype(np.uint16)) // 3).astype(np.uint8)
 
 
 def overlay_distance(
@@ -253,7 +257,6 @@ def overlay_distance(
     return out
 
 
-
 def _annotate(out: np.ndarray, segs: Sequence[Segment], cfg: VizConfig, bgr: bool) -> None:
     """The "car 12.3 m" labels and the metre legend, drawn in place."""
     scale = _font_scale(out.shape[0])
@@ -277,6 +280,7 @@ def _annotate(out: np.ndarray, segs: Sequence[Segment], cfg: VizConfig, bgr: boo
             [round(t, 1) for t in ticks],
             "distance [m]",
         )
+
 
 @dataclass
 class PreparedOverlay:
@@ -367,7 +371,7 @@ def finish_overlay(prepared: PreparedOverlay, segments: Sequence[Segment]) -> np
         thing_rgb = thing_rgb[:, ::-1]
     thing = prepared.is_thing
     alpha = round(cfg.thing_alpha * 256)
-    edge = (255 - (255 - thing_rgb.astype(np.uint16)) // 3) * 256
+    edge = _outline_colour(thing_rgb).astype(np.uint16) * 256
     lut_add = np.zeros((256, 3), np.uint16)  # what the things' slots still lack
     lut_add[:n][thing] = thing_rgb[thing].astype(np.uint16) * alpha
     lut_add[n + 1 : 2 * n + 1][thing] = edge[thing]
