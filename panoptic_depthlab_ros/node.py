@@ -31,6 +31,7 @@ from panoptic_depthlab_ros import messages as msgs
 from panoptic_depthlab_ros.image_conversion import MessageConversionError, camera_info_to_K
 from panoptic_depthlab_ros.params import (
     CONFIGURE_TIME_PARAMETERS,
+    POSTPROCESS_PARAMETERS,
     NodeParams,
     declare_all,
     read_params,
@@ -44,6 +45,7 @@ from panoptic_depthlab_ros.processing import (
     enabled_outputs,
     load_predictor,
     message_options,
+    model_postprocess,
 )
 from panoptic_depthlab_ros.qos import latched_qos_profile, topic_input_qos
 
@@ -124,6 +126,7 @@ class PanopticDepthLabNode(LifecycleNode):
 
         self.stats = FrameStats()
         self._processor: FrameProcessor | None = None
+        self._model_postprocess: Any = None  # the model config's own post-processing settings
         self._state_label = "unconfigured"
         self._out_pubs: dict[str, Any] = {}
         self._label_info_pub = None
@@ -176,7 +179,7 @@ class PanopticDepthLabNode(LifecycleNode):
             )
         processor = self._processor
         if processor is not None:
-            apply_live_params(processor.predictor, new)
+            apply_live_params(processor.predictor, new, self._model_postprocess)
             processor.prefer_rectified = new.prefer_rectified
             processor.max_pixels = new.max_input_pixels
         if "diagnostics_period_s" in changed:
@@ -202,6 +205,7 @@ class PanopticDepthLabNode(LifecycleNode):
         try:
             t0 = time.perf_counter()
             predictor = load_predictor(params)
+            self._model_postprocess = model_postprocess(params)
             t1 = time.perf_counter()
             if params.warmup_iterations:
                 predictor.warmup(params.warmup_iterations)
@@ -213,10 +217,12 @@ class PanopticDepthLabNode(LifecycleNode):
         self._processor = FrameProcessor(
             predictor, message_options(params), params.prefer_rectified, params.max_input_pixels
         )
+        pp = predictor.cfg.postprocess
         self.get_logger().info(
             f"model loaded in {(t1 - t0):.1f} s, warm-up {(time.perf_counter() - t1):.1f} s "
             f"(backend {params.backend}, device {params.device}, precision {params.precision}, "
-            f"network input {predictor.input_hw[0]}x{predictor.input_hw[1]})"
+            f"network input {predictor.input_hw[0]}x{predictor.input_hw[1]}); post-processing: "
+            + ", ".join(f"{k} {getattr(pp, k)}" for k in POSTPROCESS_PARAMETERS)
         )
         self._state_label = "inactive"
         return TransitionCallbackReturn.SUCCESS

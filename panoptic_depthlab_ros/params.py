@@ -35,10 +35,27 @@ _SPECS: dict[str, tuple[Any, str, Any]] = {
     "input_width": (0, "Network input width in pixels (multiple of 32); 0 = model config.", (0, 8192, 32)),
     "warmup_iterations": (1, "Inference runs on a blank image during configure.", (0, 20)),
     # --- post-processing (live)
-    "center_threshold": (0.1, "Instance center heatmap threshold.", (0.0, 1.0)),
-    "nms_kernel": (7, "Odd max-pool window for center NMS (network pixels).", (1, 99, 2)),
-    "top_k": (200, "Keep at most this many instance centers.", (1, 1000)),
-    "stuff_area": (2048, "Stuff regions smaller than this (network pixels) become void.", (0, 10_000_000)),
+    "center_threshold": (
+        -1.0,
+        "Instance center heatmap threshold; negative = the model config's value.",
+        (-1.0, 1.0),
+    ),
+    "nms_kernel": (
+        -1,
+        "Odd max-pool window for center NMS (network pixels); -1 = the model config's value.",
+        (-1, 99, 2),
+    ),
+    "top_k": (0, "Keep at most this many instance centers; 0 = the model config's value.", (0, 1000)),
+    "stuff_area": (
+        -1,
+        "Stuff regions smaller than this (network pixels) become void; -1 = the model config's value.",
+        (-1, 10_000_000),
+    ),
+    "thing_area": (
+        -1,
+        "Instances smaller than this (network pixels) become void; -1 = the model config's value.",
+        (-1, 10_000_000),
+    ),
     # --- distances (live)
     "distance_statistic": (
         "median",
@@ -132,10 +149,11 @@ class NodeParams:
     input_height: int = 0
     input_width: int = 0
     warmup_iterations: int = 1
-    center_threshold: float = 0.1
-    nms_kernel: int = 7
-    top_k: int = 200
-    stuff_area: int = 2048
+    center_threshold: float = -1.0
+    nms_kernel: int = -1
+    top_k: int = 0
+    stuff_area: int = -1
+    thing_area: int = -1
     distance_statistic: str = "median"
     trim_fraction: float = 0.1
     min_depth_m: float = 0.1
@@ -167,15 +185,21 @@ class NodeParams:
     graph_check_period_s: float = 0.5
     error_log_throttle_s: float = 5.0
 
+    def postprocess_overrides(self) -> dict[str, Any]:
+        """The post-processing values set here; the others keep the model config's (tuned per model)."""
+        is_set = {
+            "center_threshold": self.center_threshold >= 0,
+            "nms_kernel": self.nms_kernel > 0,
+            "top_k": self.top_k > 0,
+            "stuff_area": self.stuff_area >= 0,
+            "thing_area": self.thing_area >= 0,
+        }
+        return {name: getattr(self, name) for name in POSTPROCESS_PARAMETERS if is_set[name]}
+
     def overrides(self) -> dict[str, dict[str, Any]]:
         """Predictor config overrides (sections input/postprocess/segments) from these values."""
         out: dict[str, dict[str, Any]] = {
-            "postprocess": {
-                "center_threshold": self.center_threshold,
-                "nms_kernel": self.nms_kernel,
-                "top_k": self.top_k,
-                "stuff_area": self.stuff_area,
-            },
+            "postprocess": self.postprocess_overrides(),
             "segments": {
                 "distance_statistic": self.distance_statistic,
                 "trim_fraction": self.trim_fraction,
@@ -189,6 +213,8 @@ class NodeParams:
 
 
 PARAMETER_NAMES: tuple[str, ...] = tuple(_SPECS)
+# Post-processing parameters: each defaults to "the model config's value" (tuned per model).
+POSTPROCESS_PARAMETERS: tuple[str, ...] = ("center_threshold", "nms_kernel", "top_k", "stuff_area", "thing_area")
 
 
 def parameter_specs() -> dict[str, tuple[Any, str, Any]]:

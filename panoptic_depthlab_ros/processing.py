@@ -101,16 +101,26 @@ def load_predictor(params: NodeParams) -> Any:
     )
 
 
-def apply_live_params(predictor: Any, params: NodeParams) -> None:
-    """Post-processing and distance settings take effect on the next frame without a reload."""
+def model_postprocess(params: NodeParams) -> Any:
+    """The post-processing settings of the model config itself (before the node's overrides)."""
+    from panoptic_depthlab_core.predictor import DEFAULT_CONFIG, load_pipeline_config
+
+    return load_pipeline_config(params.model_config or DEFAULT_CONFIG).postprocess
+
+
+def apply_live_params(predictor: Any, params: NodeParams, model_pp: Any) -> None:
+    """Post-processing and distance settings take effect on the next frame without a reload.
+
+    ``model_pp``: the loaded model config's post-processing (``model_postprocess``), which a
+    parameter set back to its "model config" value returns to.
+    """
     from panoptic_depthlab_core.config import from_dict
 
     cfg = predictor.cfg
     overrides = params.overrides()
-    for section in ("postprocess", "segments"):
-        current = getattr(cfg, section)
-        values = {**{k: getattr(current, k) for k in current.__dataclass_fields__}, **overrides[section]}
-        setattr(cfg, section, from_dict(type(current), values))
+    for section, base in (("postprocess", model_pp), ("segments", cfg.segments)):
+        values = {**{k: getattr(base, k) for k in base.__dataclass_fields__}, **overrides[section]}
+        setattr(cfg, section, from_dict(type(base), values))
 
 
 class FrameProcessor:

@@ -29,6 +29,9 @@ class PostprocessConfig:
     nms_kernel: int = 7  # odd max-pool window for center NMS
     top_k: int | None = 200  # keep centers strictly above the k-th largest peak (None: all peaks)
     stuff_area: int = 2048  # stuff classes with fewer pixels become void
+    # instances with fewer pixels become void; 0 = keep all (detectron2 has no such limit). Small
+    # spurious instances cost PQ a false positive each; a model's YAML sets what suits it.
+    thing_area: int = 0
     thing_ids: tuple[int, ...] = THING_TRAIN_IDS
     label_divisor: int = LABEL_DIVISOR
     void_label: int = -1
@@ -42,6 +45,8 @@ class PostprocessConfig:
             raise ValueError(f"top_k must be >= 1 or None, got {self.top_k}")
         if self.stuff_area < 0:
             raise ValueError(f"stuff_area must be >= 0, got {self.stuff_area}")
+        if self.thing_area < 0:
+            raise ValueError(f"thing_area must be >= 0, got {self.thing_area}")
         if self.label_divisor < 1:
             raise ValueError(f"label_divisor must be >= 1, got {self.label_divisor}")
         if any(t < 0 for t in self.thing_ids):
@@ -263,6 +268,7 @@ def merge_semantic_and_instance(
     stuff_area: int = 2048,
     label_divisor: int = LABEL_DIVISOR,
     void_label: int = -1,
+    thing_area: int = 0,
 ) -> torch.Tensor:
     """Panoptic id map [H,W] int64 from semantic classes and instance ids, as detectron2 merges them.
 
@@ -270,7 +276,8 @@ def merge_semantic_and_instance(
     pixels of the instance (ties -> smallest class, like ``torch.mode``), id = class * divisor + n
     with n counting instances of that class from 1; instances without thing pixels take no number.
     Stuff: each non-thing class's pixels without instance become class * divisor when there are at
-    least ``stuff_area`` of them. Everything else is ``void_label``.
+    least ``stuff_area`` of them. Instances with fewer than ``thing_area`` thing pixels take no
+    number and are void (0: none; detectron2 has no such limit). Everything else is ``void_label``.
     """
     if semantic.shape != instance.shape or semantic.dim() != 2:
         raise ValueError(
@@ -294,7 +301,8 @@ def merge_semantic_and_instance(
     # Pixels with an instance id but a stuff class are neither thing nor stuff in detectron2: void.
     stray = with_instance & ~is_thing_class[flat_sem]
     merged = _merge_flat(
-        flat_sem, sel, flat_ins[sel], is_thing_class, stuff_area, label_divisor, void_label, stray
+        flat_sem, sel, flat_ins[sel], is_thing_class, stuff_area, label_divisor, void_label, stray,
+        thing_area,
     )
     return merged.panoptic.view_as(sem)
 
@@ -321,6 +329,7 @@ def _merge_flat(
     label_divisor: int,
     void_label: int,
     stray: torch.Tensor | None = None,
+    thing_area: int = 0,
 ) -> _Merged:
     """The merge on a flat semantic map; ``sel`` = thing pixels with an instance, ``ins_sel`` their ids.
 
@@ -333,7 +342,7 @@ def _merge_flat(
     votes = votes.view(num_ins, num_classes)
     cls = votes.argmax(dim=1)  # first maximum = smallest class among ties, as torch.mode
     ins_area = votes.sum(dim=1)
-    has_pixels = ins_area > 0
+    has_pixels = ins_area >= max(thing_area, 1)  # smaller instances: no number, void pixels
     has_pixels[0] = False
     per_class = F.one_hot(cls, num_classes) * has_pixels[:, None]
     number = per_class.cumsum(dim=0).gather(1, cls[:, None]).squeeze(1)  # running count per class
@@ -512,7 +521,14 @@ def panoptic_postprocess(
         if ins_things.numel() == 0:  # no centers: no instance anywhere
             things = things[:0]
         merged = _merge_flat(
-            flat_sem, things, ins_things, is_thing_class, cfg.stuff_area, cfg.label_divisor, cfg.void_label
+            flat_sem,
+            things,
+            ins_things,
+            is_thing_class,
+            cfg.stuff_area,
+            cfg.label_divisor,
+            cfg.void_label,
+            thing_area=cfg.thing_area,
         )
         panoptic.append(merged.panoptic.view(h, w))
         if with_scores:

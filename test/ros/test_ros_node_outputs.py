@@ -386,6 +386,8 @@ def test_invalid_parameters_refused_with_reason(outputs, pdl_node):
     assert "min_depth_m" in set_parameters(outputs, pdl_node.fqn, min_depth_m=100.0)[0].reason
     assert set_parameters(outputs, pdl_node.fqn, center_threshold=0.2)[0].successful
     assert set_parameters(outputs, pdl_node.fqn, center_threshold=0.1)[0].successful
+    assert all(r.successful for r in set_parameters(outputs, pdl_node.fqn, center_threshold=-1.0, thing_area=0))
+    assert set_parameters(outputs, pdl_node.fqn, thing_area=-1)[0].successful  # the model's again
     assert pdl_node.alive()
 
 

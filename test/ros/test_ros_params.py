@@ -15,6 +15,26 @@ def test_defaults_are_valid_and_overrides_map_to_predictor_sections() -> None:
     assert overrides["input"] == {"height": 128, "width": 256}
     assert overrides["postprocess"]["center_threshold"] == 0.2
     assert "input" not in NodeParams().overrides()
+    # unset post-processing parameters leave the model config's own (tuned) values alone
+    assert NodeParams().overrides()["postprocess"] == {}
+
+
+def test_postprocessing_defaults_to_the_model_config_and_returns_to_it() -> None:
+    from panoptic_depthlab_core.predictor import DEFAULT_CONFIG, load_pipeline_config
+    from panoptic_depthlab_ros.processing import apply_live_params, load_predictor, model_postprocess
+
+    shipped = load_pipeline_config(DEFAULT_CONFIG).postprocess
+    assert shipped.thing_area > 0 and shipped.stuff_area != 2048  # tuned, not detectron2's defaults
+    predictor = load_predictor(NodeParams())
+    assert predictor.cfg.postprocess == shipped
+    model_pp = model_postprocess(NodeParams())
+    assert model_pp == shipped
+    apply_live_params(predictor, NodeParams(center_threshold=0.1, thing_area=0), model_pp)
+    assert predictor.cfg.postprocess == replace(shipped, center_threshold=0.1, thing_area=0)
+    apply_live_params(predictor, NodeParams(thing_area=0), model_pp)  # threshold back to the model's
+    assert predictor.cfg.postprocess == replace(shipped, thing_area=0)
+    apply_live_params(predictor, NodeParams(), model_pp)
+    assert predictor.cfg.postprocess == shipped
 
 
 @pytest.mark.parametrize(
@@ -22,8 +42,10 @@ def test_defaults_are_valid_and_overrides_map_to_predictor_sections() -> None:
     [
         ("backend", "foo", "one of"),
         ("nms_kernel", 4, "multiple of 2"),
+        ("nms_kernel", -3, "[-1, 99]"),
+        ("top_k", -1, "[0, 1000]"),
         ("input_height", 100, "multiple of 32"),
-        ("center_threshold", 1.5, "[0.0, 1.0]"),
+        ("center_threshold", 1.5, "[-1.0, 1.0]"),
         ("center_threshold", float("nan"), "finite"),
         ("device", "gpu", "cpu, cuda or cuda:N"),
         ("publish_depth", "yes", "must be a bool"),
@@ -53,5 +75,6 @@ def test_descriptors_carry_type_range_and_choices() -> None:
         assert desc.description and desc.type != ParameterType.PARAMETER_NOT_SET
     assert descriptor("nms_kernel").integer_range[0].step == 2
     assert descriptor("center_threshold").floating_point_range[0].to_value == 1.0
+    assert "model config" in descriptor("thing_area").description
     assert "best_effort" in descriptor("input_reliability").additional_constraints
     assert "next configure" in descriptor("device").additional_constraints

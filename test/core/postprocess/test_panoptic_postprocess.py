@@ -77,7 +77,7 @@ def ref_panoptic(logits, center, offsets, cfg: PostprocessConfig):
     per_class = Counter()
     for ins_id in range(1, len(centers) + 1):
         pixels = [(y, x) for y in range(h) for x in range(w) if instance[y, x] == ins_id]
-        if not pixels:
+        if not pixels or len(pixels) < cfg.thing_area:
             continue
         votes = Counter(int(semantic[p]) for p in pixels)
         top = max(votes.values())
@@ -142,6 +142,7 @@ def random_scene(seed: int):
         nms_kernel=nms_kernel,
         top_k=top_k,
         stuff_area=int(rng.integers(0, 12)),
+        thing_area=int(rng.choice([0, 0, 1, 2, 4, 8])),
         thing_ids=thing_ids,
     )
     return logits, center.astype(np.float32), offsets, cfg
@@ -349,6 +350,19 @@ def test_pdl_pp_thing_pixels_without_centers_are_void_and_stuff_area_is_inclusiv
     ins = torch.zeros_like(sem)
     pan = merge_semantic_and_instance(sem, ins, THINGS, stuff_area=3)
     assert pan.tolist() == [[-1, -1, 0, 0, 0, -1, -1]]
+
+
+def test_pdl_pp_thing_area_voids_small_instances_and_numbers_the_rest():
+    # car instance 1: 2 px, instance 2: 3 px, person instance 3: 1 px; thing_area 3 is inclusive
+    sem = torch.tensor([[13, 13, 13, 13, 13, 11, 0]])
+    ins = torch.tensor([[1, 1, 2, 2, 2, 3, 0]])
+    pan = merge_semantic_and_instance(sem, ins, THINGS, stuff_area=1, thing_area=3)
+    assert pan.tolist() == [[-1, -1, 13001, 13001, 13001, -1, 0]]
+    assert merge_semantic_and_instance(sem, ins, THINGS, stuff_area=1).tolist() == [
+        [13001, 13001, 13002, 13002, 13002, 11001, 0]
+    ]
+    with pytest.raises(ValueError, match="thing_area"):
+        PostprocessConfig(thing_area=-1)
 
 
 def test_pdl_pp_nothing_detected_gives_empty_scores():
