@@ -1,9 +1,12 @@
 """Per-segment facts from a panoptic id map and a metric depth map: area, box, depth statistics, 3D.
 
-Everything is computed in one pass over the pixels with bincounts, ``ufunc.at`` reductions and a
-single sort of (segment, depth) keys per quantity, then sliced per segment by rank; no Python loop
-over a segment's pixels. Depth statistics only use pixels with valid depth (finite, within
-[min_depth_m, max_depth_m]).
+The kept pixels are grouped by segment with one linear-time radix sort of their 16-bit segment
+index; boxes, sums and counts are ``reduceat`` over the groups, and each segment's quantiles come
+from partitioning its own run around the ranks they need (linear time; a frame has at most a few
+hundred segments). With more than ``_GROUPED_MAX_SEGMENTS`` segments, one sort of packed
+(segment, value) keys per quantity and ``ufunc.at`` reductions are used instead; both give the
+same order statistics. No Python loop over pixels. Depth statistics only use pixels with valid
+depth (finite, within [min_depth_m, max_depth_m]).
 
 Choices:
 - ``distance_m`` is the configured statistic of the z-depth (metres along the optical axis), like
@@ -133,17 +136,6 @@ def _quantile(sorted_values: np.ndarray, start: np.ndarray, count: np.ndarray, q
     return out
 
 
-def _compact(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted unique ids and the compact index of every element."""
-    lo, hi = int(ids.min()), int(ids.max())
-    if hi - lo < (1 << 24):
-        present = np.bincount(ids - lo, minlength=hi - lo + 1) > 0
-        lut = np.cumsum(present) - 1
-        return np.flatnonzero(present) + lo, lut[ids - lo]
-    uniq, inverse = np.unique(ids, return_inverse=True)
-    return uniq, inverse.reshape(-1)
-
-
 def compute_segments(
     panoptic_ids,
     depth_m=None,
@@ -177,21 +169,154 @@ def compute_segments(
     if scores is not None and not isinstance(scores, Mapping):
         raise ValueError(f"scores must be a mapping {{panoptic id: score}}, got {type(scores).__name__}")
 
-    flat = ids_map.reshape(-1).astype(np.int64, copy=False)
-    keep = flat != cfg.void_label
-    if not cfg.include_stuff:
-        thing_lut = np.zeros(max(cfg.thing_ids, default=0) + 1, dtype=bool)
-        thing_lut[list(cfg.thing_ids)] = True
-        cls = flat // cfg.label_divisor
-        keep &= (cls >= 0) & (cls < thing_lut.size) & thing_lut[np.clip(cls, 0, thing_lut.size - 1)]
-    pix = np.flatnonzero(keep)
-    if pix.size == 0:
+    flat = ids_map.reshape(-1)
+    selected = _select_pixels(flat, cfg)
+    if selected is None:
         return []
-    seg_ids, idx = _compact(flat[pix])
+    pix, seg_ids, idx, area = selected
+    s = seg_ids.size
+    if s > _GROUPED_MAX_SEGMENTS:  # many segments: one sort per quantity beats a loop over them
+        return _segments_sorted(pix, seg_ids, idx, area, w, h, depth, K, scores, cfg, class_names)
+
+    # Group the pixels by segment, raster order within each (radix sort of 16-bit keys: O(N)).
+    order = np.argsort(idx.astype(np.uint16), kind="stable")
+    pix = pix[order]
+    ends = np.cumsum(area)
+    starts = ends - area
+    ys, xs = np.divmod(pix, w)
+    y_min, y_max = ys[starts], ys[ends - 1]  # raster order: first and last row of each segment
+    x_min, x_max = np.minimum.reduceat(xs, starts), np.maximum.reduceat(xs, starts)
+    cx_px = np.add.reduceat(xs, starts) / area  # exact integer sums
+    cy_px = np.add.reduceat(ys, starts) / area
+
+    nan = np.full(s, np.nan)
+    stats = {"mean": nan, "median": nan, "trimmed_mean": nan, "p10": nan}
+    n_valid = np.zeros(s, np.int64)
+    position = extent = None
+    if depth is not None:
+        d = depth.reshape(-1)[pix]
+        with np.errstate(invalid="ignore"):
+            valid = np.isfinite(d) & (d >= cfg.min_depth_m) & (d <= cfg.max_depth_m)
+        # still grouped by segment after dropping invalid pixels
+        n_valid = np.add.reduceat(valid, starts, dtype=np.int64)
+        v_start = np.cumsum(n_valid) - n_valid
+        d = d[valid]
+        z = d.astype(np.float32)  # a fresh copy, partitioned in place; float32 as the sorted path
+        x3 = y3 = None
+        if K is not None:
+            fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+            u, v = xs[valid], ys[valid]
+            z64 = d.astype(np.float64)
+            # float32, as the sorted path orders them (extents carry a relative error below 1e-7)
+            x3 = ((u - cx) * z64 / fx).astype(np.float32)
+            y3 = ((v - cy) * z64 / fy).astype(np.float32)
+            has = n_valid > 0
+            mean_u, mean_v = nan.copy(), nan.copy()
+            mean_u[has] = np.add.reduceat(u, v_start[has]) / n_valid[has]  # exact integer sums
+            mean_v[has] = np.add.reduceat(v, v_start[has]) / n_valid[has]
+        stats, extent = _grouped_depth_stats(z, x3, y3, v_start, n_valid, cfg)
+        if K is not None:
+            dist = stats[cfg.distance_statistic]
+            position = np.stack(((mean_u - cx) / fx * dist, (mean_v - cy) / fy * dist, dist), axis=1)
+
+    return _assemble(seg_ids, area, (x_min, y_min, x_max, y_max), (cx_px, cy_px), stats, n_valid, position,
+                     extent, scores, cfg, class_names)  # fmt: skip
+
+
+# Up to this many segments the statistics come from one pass per segment over its grouped pixels
+# (np.partition: linear time); beyond, from one sort over all pixels per quantity.
+_GROUPED_MAX_SEGMENTS = 512
+
+
+def _select_pixels(flat: np.ndarray, cfg: SegmentsConfig):
+    """Pixels to describe (ascending), their sorted unique ids, compact index per pixel and areas.
+
+    None when no pixel is kept (all void, or stuff only with ``include_stuff`` off). One lookup
+    table over the id range replaces per-pixel class arithmetic.
+    """
+    if flat.size == 0:
+        return None
+    if flat.dtype == np.uint64:
+        flat = flat.astype(np.int64)
+    lo, hi = int(flat.min()), int(flat.max())
+    if hi - lo >= (1 << 24):  # sparse huge ids: sort-based
+        flat = flat.astype(np.int64, copy=False)
+        keep = flat != cfg.void_label
+        if not cfg.include_stuff:
+            keep &= np.isin(flat // cfg.label_divisor, cfg.thing_ids)
+        pix = np.flatnonzero(keep)
+        if pix.size == 0:
+            return None
+        seg_ids, idx, area = np.unique(flat[pix], return_inverse=True, return_counts=True)
+        return pix, seg_ids, idx.reshape(-1), area
+    id_range = np.arange(lo, hi + 1, dtype=np.int64)
+    wanted = id_range != cfg.void_label
+    if not cfg.include_stuff:
+        wanted &= np.isin(id_range // cfg.label_divisor, cfg.thing_ids)
+    offset = flat - np.asarray(lo, dtype=flat.dtype) if lo else flat  # in [0, hi - lo]
+    pix = np.flatnonzero(wanted[offset])
+    if pix.size == 0:
+        return None
+    sub = offset[pix]
+    counts = np.bincount(sub, minlength=hi - lo + 1)
+    present = counts > 0
+    lut = np.cumsum(present) - 1
+    return pix, id_range[present], lut[sub], counts[present]
+
+
+def _grouped_depth_stats(z, x3, y3, start, count, cfg: SegmentsConfig):
+    """Depth statistics (and 3D extents when x3/y3 are given) of segments stored contiguously.
+
+    Each run is partitioned in place around the ranks the quantiles and the trimmed mean need, so
+    the values are exactly the sorted path's order statistics.
+    """
+    s = count.size
+    stats = {k: np.full(s, np.nan) for k in ("mean", "median", "trimmed_mean", "p10")}
+    extent = np.full((s, 3), np.nan) if x3 is not None else None
+    q_lo, q_hi = (p / 100.0 for p in cfg.extent_percentiles)
+    has = count > 0
+    if has.any():
+        stats["mean"][has] = np.add.reduceat(z.astype(np.float64), start[has]) / count[has]
+    for i in np.flatnonzero(has).tolist():
+        a, n = int(start[i]), int(count[i])
+        cut = math.floor(cfg.trim_fraction * n)
+        quantiles = (0.5, 0.1, q_lo, q_hi) if x3 is not None else (0.5, 0.1)
+        ranks = {r for q in quantiles for r in _quantile_ranks(n, q)}
+        if cut:
+            ranks.update((cut, n - cut - 1))
+        run = z[a : a + n]
+        run.partition(sorted(ranks))
+        stats["median"][i] = _ranked_quantile(run, n, 0.5)
+        stats["p10"][i] = _ranked_quantile(run, n, 0.1)
+        stats["trimmed_mean"][i] = run[cut : n - cut].sum(dtype=np.float64) / (n - 2 * cut)
+        if x3 is not None:
+            spreads = []
+            for axis in (x3[a : a + n], y3[a : a + n], run):
+                if axis is not run:
+                    axis.partition(sorted(set(_quantile_ranks(n, q_lo) + _quantile_ranks(n, q_hi))))
+                spreads.append(_ranked_quantile(axis, n, q_hi) - _ranked_quantile(axis, n, q_lo))
+            extent[i] = spreads
+    return stats, extent
+
+
+def _quantile_ranks(n: int, q: float) -> tuple[int, int]:
+    """The two order statistics (0-based) the linear-interpolated q-quantile of n values reads."""
+    lo = math.floor(q * (n - 1))
+    return lo, min(lo + 1, n - 1)
+
+
+def _ranked_quantile(values: np.ndarray, n: int, q: float) -> float:
+    """q-quantile from values whose ranks ``_quantile_ranks(n, q)`` are in place (as ``_quantile``)."""
+    pos = q * (n - 1)
+    lo, hi = _quantile_ranks(n, q)
+    v_lo, v_hi = float(values[lo]), float(values[hi])
+    return v_lo + (v_hi - v_lo) * (pos - lo)
+
+
+def _segments_sorted(pix, seg_ids, idx, area, w, h, depth, K, scores, cfg, class_names) -> list[Segment]:
+    """The statistics with ``ufunc.at`` reductions and one (segment, value) sort per quantity."""
     s = seg_ids.size
     ys, xs = np.divmod(pix, w)
-
-    area = np.bincount(idx, minlength=s)
     cx_px = np.bincount(idx, weights=xs, minlength=s) / area
     cy_px = np.bincount(idx, weights=ys, minlength=s) / area
     x_min = np.full(s, w, np.int64)

@@ -199,6 +199,7 @@ def test_segments_bad_input_raises_clear_errors():
     assert from_dict(SegmentsConfig, {"extent_percentiles": [10, 90]}).extent_percentiles == (10.0, 90.0)
 
 
+
 # --- the same statistics computed where the tensors are (the all-GPU pipeline) --------------------
 
 
@@ -274,3 +275,60 @@ def test_torch_segments_on_cuda_equal_numpy():
         assert a.area == b.area and a.bbox_xywh == b.bbox_xywh
         np.testing.assert_allclose(a.distance_m, b.distance_m, rtol=1e-6)
         np.testing.assert_allclose(a.position_xyz_m, b.position_xyz_m, rtol=1e-5, atol=1e-6)
+
+
+# --- the two numpy paths: per-segment partitions (few segments) and global sorts (many) -------------
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("with_k", [False, True])
+def test_grouped_and_sorted_paths_agree(seed, with_k, monkeypatch):
+    from panoptic_depthlab_core import segments as segments_module
+
+    ids, depth = random_frame(seed)
+    ids_dtype = [np.int32, np.int64, np.uint16][seed % 3]
+    if ids_dtype is np.uint16:
+        ids = np.where(ids < 0, 65535, ids)  # 16UC1 messages: 65535 = void
+    ids = ids.astype(ids_dtype)
+    depth = depth.astype(np.float64) if seed % 2 else depth  # float64 maps: validity in float64
+    cfg = SegmentsConfig(
+        trim_fraction=[0.1, 0.0, 0.25][seed % 3],
+        include_stuff=seed % 4 != 1,
+        void_label=65535 if ids_dtype is np.uint16 else -1,
+    )
+    grouped = compute_segments(ids, depth, K=K if with_k else None, cfg=cfg)
+    monkeypatch.setattr(segments_module, "_GROUPED_MAX_SEGMENTS", 0)
+    by_sorting = compute_segments(ids, depth, K=K if with_k else None, cfg=cfg)
+    assert grouped
+    _assert_same_segments(grouped, by_sorting)
+
+
+def test_many_segments_take_the_sorted_path_and_match_the_reference():
+    rng = np.random.default_rng(4)
+    h, w = 64, 96
+    ids = (np.arange(h // 2)[:, None] * (w // 2) + np.arange(w // 2)[None, :]).repeat(2, 0).repeat(2, 1)
+    ids = (ids % 1500 + 13001).astype(np.int32)  # 2x2 cars, 1,500 distinct ids (> the grouped limit)
+    ids[rng.random((h, w)) < 0.05] = -1
+    depth = rng.uniform(0.0, 100.0, (h, w)).astype(np.float32)
+    cfg = SegmentsConfig()
+    segments = compute_segments(ids, depth, K=K, cfg=cfg)
+    assert len(segments) > 1000
+    for seg in segments[::97]:
+        ref = reference_segment(ids, depth, seg.id, cfg, K)
+        assert seg.area == ref["area"] and seg.valid_depth_pixels == ref["valid_depth_pixels"]
+        assert seg.bbox_xywh == pytest.approx(ref["bbox_xywh"])
+        if ref["valid_depth_pixels"]:
+            assert seg.depth_median_m == pytest.approx(ref["depth_median_m"], rel=1e-6)
+
+
+
+def test_sparse_huge_ids_are_described_too():
+    ids = np.zeros((4, 6), np.int64)
+    ids[:, 3:] = 13001
+    ids[0, 0] = 2**40  # an id range too wide for the lookup table
+    ids[3, 5] = -1
+    segments = compute_segments(ids, np.full((4, 6), 7.0, np.float32))
+    assert [(s.id, s.area) for s in segments] == [(0, 11), (13001, 11), (2**40, 1)]
+    assert segments[1].bbox_xywh == (3.0, 0.0, 3.0, 4.0) and segments[1].distance_m == 7.0
+    things = compute_segments(ids, None, cfg=SegmentsConfig(include_stuff=False))
+    assert [s.id for s in things] == [13001]
