@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from panoptic_depthlab_core.bench import machine_info
 from panoptic_depthlab_ros.messages import OUTPUT_NAMES
 
 REPO = Path(__file__).resolve().parents[1]
@@ -276,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         "target_pct": 5.0,
         # inside the node (p50 over its recent frames, warm-up included): where the time goes
         "node_stages_p50_ms": dict(sorted(node_stages.items())),
-        "host": {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count()},
+        "host": {**machine_info(args.device), "load_average_1m_at_end": os.getloadavg()[0]},
     }
     suffix = "_shm" if args.shm else ""
     name = f"node_latency_{args.width}x{args.height}_{args.device.replace(':', '')}{suffix}.json"

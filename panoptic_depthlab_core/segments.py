@@ -136,6 +136,11 @@ def _quantile(sorted_values: np.ndarray, start: np.ndarray, count: np.ndarray, q
     return out
 
 
+# Up to this many segments the statistics come from one pass per segment over its grouped pixels
+# (np.partition: linear time); beyond, from one sort over all pixels per quantity.
+_GROUPED_MAX_SEGMENTS = 512
+
+
 def compute_segments(
     panoptic_ids,
     depth_m=None,
@@ -223,11 +228,6 @@ def compute_segments(
                      extent, scores, cfg, class_names)  # fmt: skip
 
 
-# Up to this many segments the statistics come from one pass per segment over its grouped pixels
-# (np.partition: linear time); beyond, from one sort over all pixels per quantity.
-_GROUPED_MAX_SEGMENTS = 512
-
-
 def _select_pixels(flat: np.ndarray, cfg: SegmentsConfig):
     """Pixels to describe (ascending), their sorted unique ids, compact index per pixel and areas.
 
@@ -236,8 +236,8 @@ def _select_pixels(flat: np.ndarray, cfg: SegmentsConfig):
     """
     if flat.size == 0:
         return None
-    if flat.dtype == np.uint64:
-        flat = flat.astype(np.int64)
+    if flat.dtype == np.uint64 or (flat.dtype.kind == "i" and flat.dtype.itemsize < 4):
+        flat = flat.astype(np.int64)  # id - min(id) must not overflow the dtype below
     lo, hi = int(flat.min()), int(flat.max())
     if hi - lo >= (1 << 24):  # sparse huge ids: sort-based
         flat = flat.astype(np.int64, copy=False)

@@ -201,4 +201,5 @@ __all__ = [
     "is_compressed",
     "load_predictor",
     "message_options",
+    "model_postprocess",
 ]

@@ -332,3 +332,5 @@ def test_sparse_huge_ids_are_described_too():
     assert segments[1].bbox_xywh == (3.0, 0.0, 3.0, 4.0) and segments[1].distance_m == 7.0
     things = compute_segments(ids, None, cfg=SegmentsConfig(include_stuff=False))
     assert [s.id for s in things] == [13001]
+    small = np.array([[-1, 32767, 32767], [0, 0, -1]], np.int16)  # 32767 - (-1) overflows int16
+    assert [(s.id, s.area) for s in compute_segments(small)] == [(0, 2), (32767, 2)]
