@@ -192,7 +192,11 @@ def main(argv: list[str] | None = None) -> int:
     from panoptic_depthlab_ros.params import NodeParams
     from panoptic_depthlab_ros.processing import load_predictor
 
-    predictor = load_predictor(
+    # One persistent worker thread does every torch call (load, warm-up, predict), as in the node:
+    # a second thread running torch ops makes two OpenMP teams compete (network 104 vs 61 ms here).
+    worker = ThreadPoolExecutor(max_workers=1)
+    predictor = worker.submit(
+        load_predictor,
         NodeParams(
             model_config=args.model_config,
             weights=args.weights,
@@ -201,12 +205,9 @@ def main(argv: list[str] | None = None) -> int:
             precision=args.precision,
             input_height=args.input_height,
             input_width=args.input_width,
-        )
-    )
+        ),
+    ).result()
     K = np.array(info.k, dtype=np.float64).reshape(3, 3)
-    # One persistent worker thread, as in the node: measured here, the same predict() ran many
-    # times slower on the main thread than on a worker thread, so compare like with like.
-    worker = ThreadPoolExecutor(max_workers=1)
     worker.submit(predictor.warmup, 2).result()
     node_ms: list[float] = []
     bare_ms: list[float] = []
