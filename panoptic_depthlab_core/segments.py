@@ -194,14 +194,11 @@ def compute_segments(
     cx_px = np.add.reduceat(xs, starts) / area  # exact integer sums
     cy_px = np.add.reduceat(ys, starts) / area
 
-    nan = np.full(s, np.nan)
-    stats = {"mean": nan, "median": nan, "trimmed_mean": nan, "p10": nan}
+    stats = _nan_stats(s)
     n_valid = np.zeros(s, np.int64)
     position = extent = None
     if depth is not None:
-        d = depth.reshape(-1)[pix]
-        with np.errstate(invalid="ignore"):
-            valid = np.isfinite(d) & (d >= cfg.min_depth_m) & (d <= cfg.max_depth_m)
+        d, valid = _valid_depth(depth, pix, cfg)
         # still grouped by segment after dropping invalid pixels
         n_valid = np.add.reduceat(valid, starts, dtype=np.int64)
         v_start = np.cumsum(n_valid) - n_valid
@@ -216,7 +213,7 @@ def compute_segments(
             x3 = ((u - cx) * z64 / fx).astype(np.float32)
             y3 = ((v - cy) * z64 / fy).astype(np.float32)
             has = n_valid > 0
-            mean_u, mean_v = nan.copy(), nan.copy()
+            mean_u, mean_v = np.full(s, np.nan), np.full(s, np.nan)
             mean_u[has] = np.add.reduceat(u, v_start[has]) / n_valid[has]  # exact integer sums
             mean_v[has] = np.add.reduceat(v, v_start[has]) / n_valid[has]
         stats, extent = _grouped_depth_stats(z, x3, y3, v_start, n_valid, cfg)
@@ -226,6 +223,19 @@ def compute_segments(
 
     return _assemble(seg_ids, area, (x_min, y_min, x_max, y_max), (cx_px, cy_px), stats, n_valid, position,
                      extent, scores, cfg, class_names)  # fmt: skip
+
+
+def _nan_stats(s: int) -> dict[str, np.ndarray]:
+    """The depth statistics of s segments before any depth is known (all NaN)."""
+    return {k: np.full(s, np.nan) for k in ("mean", "median", "trimmed_mean", "p10")}
+
+
+def _valid_depth(depth: np.ndarray, pix: np.ndarray, cfg: SegmentsConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Depth at the flat pixel indices and which of it is valid (finite, in [min_depth_m, max_depth_m])."""
+    d = depth.reshape(-1)[pix]
+    with np.errstate(invalid="ignore"):
+        valid = np.isfinite(d) & (d >= cfg.min_depth_m) & (d <= cfg.max_depth_m)
+    return d, valid
 
 
 def _select_pixels(flat: np.ndarray, cfg: SegmentsConfig):
@@ -271,7 +281,7 @@ def _grouped_depth_stats(z, x3, y3, start, count, cfg: SegmentsConfig):
     the values are exactly the sorted path's order statistics.
     """
     s = count.size
-    stats = {k: np.full(s, np.nan) for k in ("mean", "median", "trimmed_mean", "p10")}
+    stats = _nan_stats(s)
     extent = np.full((s, 3), np.nan) if x3 is not None else None
     q_lo, q_hi = (p / 100.0 for p in cfg.extent_percentiles)
     has = count > 0
@@ -328,14 +338,11 @@ def _segments_sorted(pix, seg_ids, idx, area, w, h, depth, K, scores, cfg, class
     np.minimum.at(y_min, idx, ys)
     np.maximum.at(y_max, idx, ys)
 
-    nan = np.full(s, np.nan)
-    stats = {"mean": nan, "median": nan, "trimmed_mean": nan, "p10": nan}
+    stats = _nan_stats(s)
     n_valid = np.zeros(s, np.int64)
     position = extent = None
     if depth is not None:
-        d = depth.reshape(-1)[pix]
-        with np.errstate(invalid="ignore"):
-            valid = np.isfinite(d) & (d >= cfg.min_depth_m) & (d <= cfg.max_depth_m)
+        d, valid = _valid_depth(depth, pix, cfg)
         v_idx, v_d = idx[valid], d[valid]
         n_valid = np.bincount(v_idx, minlength=s)
         start = np.concatenate(([0], np.cumsum(n_valid)[:-1]))
