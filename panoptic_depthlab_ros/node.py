@@ -270,6 +270,12 @@ class PanopticDepthLabNode(LifecycleNode):
 
     def _stop_processing(self) -> None:
         """Subscriptions, timer, worker and publishers go away; nothing is published afterwards."""
+        # The frame loop is told first: its thread is not a daemon, so a loop left running (say
+        # the context is already gone and destroying a timer raises) would keep the process alive.
+        with self._pending_lock:
+            self._running = False
+            self._pending = None
+            self._pending_lock.notify_all()
         if self._graph_timer is not None:
             self.destroy_timer(self._graph_timer)
             self._graph_timer = None
@@ -278,10 +284,6 @@ class PanopticDepthLabNode(LifecycleNode):
                 self.destroy_subscription(sub)
         self._image_sub = self._info_sub = None
         self._image_sub_key = self._info_sub_key = None
-        with self._pending_lock:
-            self._running = False
-            self._pending = None
-            self._pending_lock.notify_all()
         if self._worker is not None:
             try:
                 self._worker.result(timeout=30.0)
@@ -294,6 +296,14 @@ class PanopticDepthLabNode(LifecycleNode):
                     self.destroy_publisher(pub)
             self._out_pubs = {}
             self._label_info_pub = None
+
+    def destroy_node(self) -> None:
+        """Also ends the inference thread (after the frame loop was stopped)."""
+        with self._pending_lock:
+            self._running = False
+            self._pending_lock.notify_all()
+        self._inference_thread.shutdown(wait=False, cancel_futures=True)
+        super().destroy_node()
 
     def _free_model(self) -> None:
         processor, self._processor = self._processor, None

@@ -78,3 +78,22 @@ def test_lifecycle_transitions_and_no_output_while_inactive(ros_env, pdl_weights
         client.node.destroy_publisher(image_pub)
     finally:
         node.stop()
+
+
+def test_active_node_exits_promptly_on_sigint(ros_env, pdl_weights, pdl_client, tmp_path):
+    """The frame loop runs on a non-daemon inference thread: SIGINT while active must still end
+    the process (the loop is stopped before anything else is torn down)."""
+    params = write_params(tmp_path / "params.yaml", pdl_weights)  # autostart: configure + activate
+    node = NodeProcess(ros_env, params, tmp_path / "node.log", "pdl_sigint", namespace="/si")
+    try:
+        image_pub = pdl_client.node.create_publisher(Image, "/si/image", QoSProfile(depth=1))
+        pdl_client.subscribe("si_panoptic", Image, f"{node.fqn}/panoptic", QoSProfile(depth=10))
+        wait_until(lambda: image_pub.get_subscription_count() > 0, 120, "the node to become active", node)
+        time.sleep(0.5)
+        image_pub.publish(make_image(160, 120, 7))
+        wait_until(lambda: any(stamp_of(m) == 7 for m in pdl_client.messages("si_panoptic")), 60, "a frame", node)
+        node.proc.send_signal(2)
+        assert node.proc.wait(timeout=20) == 0, node.log()[-2000:]
+        pdl_client.node.destroy_publisher(image_pub)
+    finally:
+        node.stop()
