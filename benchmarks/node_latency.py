@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from panoptic_depthlab_core.bench import machine_info
+from panoptic_depthlab_core.memory import retain_freed_memory
 from panoptic_depthlab_ros.messages import OUTPUT_NAMES
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,6 +51,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--precision", default="fp32")
     p.add_argument("--outputs", default=",".join(ALL_OUTPUTS), help="outputs to subscribe (comma-separated)")
     p.add_argument("--shm", action="store_true", help="use config/fastdds_shm.xml in both processes")
+    p.add_argument(
+        "--subscriber",
+        choices=("raw", "python"),
+        default="raw",
+        help="raw: take the serialized messages (as a C++ subscriber's cost: no Python conversion of "
+        "~20 MB of images per frame on the same CPU); python: deserialize them into rclpy messages",
+    )
     p.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/...)")
     return p.parse_args(argv)
 
@@ -82,10 +90,23 @@ def _params_yaml(args: argparse.Namespace, path: Path) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def _timed_predict(predictor, rgb: np.ndarray, K: np.ndarray) -> float:
+def _timed_predict(predictor, rgb: np.ndarray, K: np.ndarray) -> tuple[float, dict[str, float]]:
     t0 = time.perf_counter()
-    predictor.predict(rgb, K)
-    return (time.perf_counter() - t0) * 1e3
+    result = predictor.predict(rgb, K)
+    return (time.perf_counter() - t0) * 1e3, dict(result.timings_ms)
+
+
+def _stamp_sec(msg, name: str) -> int:
+    header = msg.markers[0].header if name == "markers" else msg.header
+    return int(header.stamp.sec)
+
+
+def _raw_stamp_sec(data: bytes, name: str) -> int:
+    """header.stamp.sec from a serialized (CDR) message: every output starts with its Header, except
+    MarkerArray, whose first Marker's Header follows the sequence length."""
+    order = "little" if data[1] & 1 else "big"  # encapsulation id: CDR_LE = 0x0001
+    offset = 8 if name == "markers" else 4
+    return int.from_bytes(data[offset : offset + 4], order, signed=True)
 
 
 def _percentiles(values: list[float]) -> dict[str, float]:
@@ -144,18 +165,24 @@ def main(argv: list[str] | None = None) -> int:
     executor.add_node(client)
     arrivals: dict[tuple[str, int], float] = {}
     lock = threading.Lock()
+    arrived = threading.Condition(lock)  # notified on every output: the main thread sleeps, not polls
+
+    raw = args.subscriber == "raw"
 
     def make_cb(name: str):
         def cb(msg) -> None:
             now = time.perf_counter()
-            header = msg.markers[0].header if name == "markers" else msg.header
-            with lock:
-                arrivals[(name, int(header.stamp.sec))] = now
+            stamp_sec = _raw_stamp_sec(msg, name) if raw else _stamp_sec(msg, name)
+            with arrived:
+                arrivals[(name, stamp_sec)] = now
+                arrived.notify_all()
 
         return cb
 
     for name in outputs:
-        client.create_subscription(types[name], f"/bench_node/{name}", make_cb(name), QoSProfile(depth=5))
+        client.create_subscription(
+            types[name], f"/bench_node/{name}", make_cb(name), QoSProfile(depth=5), raw=raw
+        )
     from diagnostic_msgs.msg import DiagnosticArray
 
     node_stages: dict[str, float] = {}  # the node's own per-stage p50 from its latest /diagnostics
@@ -192,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     from panoptic_depthlab_ros.params import NodeParams
     from panoptic_depthlab_ros.processing import load_predictor
 
+    retention = retain_freed_memory()  # what the node does on configure (retain_freed_memory: true)
+
     # One persistent worker thread does every torch call (load, warm-up, predict), as in the node:
     # a second thread running torch ops makes two OpenMP teams compete (network 104 vs 61 ms here).
     worker = ThreadPoolExecutor(max_workers=1)
@@ -210,7 +239,9 @@ def main(argv: list[str] | None = None) -> int:
     K = np.array(info.k, dtype=np.float64).reshape(3, 3)
     worker.submit(predictor.warmup, 2).result()
     node_ms: list[float] = []
+    per_output_ms: dict[str, list[float]] = {n: [] for n in outputs}
     bare_ms: list[float] = []
+    bare_stages: dict[str, list[float]] = {}
     try:
         deadline = time.monotonic() + 600
         while image_pub.get_subscription_count() == 0 or any(
@@ -229,21 +260,20 @@ def main(argv: list[str] | None = None) -> int:
             msg.header.frame_id = "camera_optical"
             t0 = time.perf_counter()
             image_pub.publish(msg)
-            wait_until = time.monotonic() + 120
-            while True:
-                with lock:
-                    done = [arrivals.get((n, i + 1)) for n in outputs]
-                if all(d is not None for d in done):
-                    break
-                if time.monotonic() > wait_until:
-                    raise SystemExit(
-                        f"no outputs for frame {i + 1}:\n{(tmp / 'node.log').read_text()[-3000:]}"
-                    )
-                time.sleep(0.0005)
-            bare = worker.submit(_timed_predict, predictor, frames[i % len(frames)], K).result()
+            with arrived:
+                wanted = [(n, i + 1) for n in outputs]
+                complete = arrived.wait_for(lambda keys=wanted: all(k in arrivals for k in keys), timeout=120)
+                done = [arrivals.get(k) for k in wanted]
+            if not complete:
+                raise SystemExit(f"no outputs for frame {i + 1}:\n{(tmp / 'node.log').read_text()[-3000:]}")
+            bare, stages = worker.submit(_timed_predict, predictor, frames[i % len(frames)], K).result()
             if i >= 3:
                 node_ms.append((max(done) - t0) * 1e3)
+                for name, arrived_at in zip(outputs, done, strict=True):
+                    per_output_ms[name].append((arrived_at - t0) * 1e3)
                 bare_ms.append(bare)
+                for stage, ms in stages.items():
+                    bare_stages.setdefault(stage, []).append(ms)
         time.sleep(1.5)  # one more /diagnostics message with every frame in it
     finally:
         stop = True
@@ -265,18 +295,22 @@ def main(argv: list[str] | None = None) -> int:
         "frames": args.frames,
         "outputs": list(outputs),
         "shm_profile": args.shm,
+        "subscriber": args.subscriber,
         "device": args.device,
         "backend": args.backend,
         "precision": args.precision,
         "network_input": [predictor.input_hw[0], predictor.input_hw[1]],
         "model_config": args.model_config or "default",
+        "retain_freed_memory": retention.detail,
         "node_publish_to_outputs": node_stats,
+        "node_publish_to_output_median_ms": {n: round(float(np.median(v)), 2) for n, v in per_output_ms.items()},
         "bare_predictor": bare_stats,
         "node_overhead_median_ms": overhead_ms,
         "node_overhead_pct_of_inference": 100.0 * overhead_ms / bare_stats["median_ms"],
         "target_pct": 5.0,
         # inside the node (p50 over its recent frames, warm-up included): where the time goes
         "node_stages_p50_ms": dict(sorted(node_stages.items())),
+        "bare_stages_p50_ms": {k: round(float(np.median(v)), 2) for k, v in sorted(bare_stages.items())},
         "host": {**machine_info(args.device), "load_average_1m_at_end": os.getloadavg()[0]},
     }
     suffix = "_shm" if args.shm else ""

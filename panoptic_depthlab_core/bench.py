@@ -310,8 +310,12 @@ def run_bench(args) -> dict:
         if b not in ("torch", "onnxruntime", "tensorrt"):
             raise ValueError(f"unknown backend {b!r}")
     message_build, msg_reason = _message_builder()
+    from .memory import retain_freed_memory
+
+    retention = retain_freed_memory()  # as the node and the CLI run: no per-frame page faults
     report = {
         "machine": machine_info(args.device),
+        "retain_freed_memory": retention.detail,
         "iterations": args.iterations,
         "warmup": args.warmup,
         "threads": args.threads,

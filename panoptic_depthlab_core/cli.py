@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # name -> (module, one-line help)
@@ -67,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     command = next((a for a in argv if not a.startswith("-")), None)
     args = build_parser(command).parse_args(argv)
+    if os.environ.get("PANOPTIC_DEPTHLAB_RETAIN_FREED_MEMORY", "1") != "0":
+        from .memory import retain_freed_memory
+
+        retain_freed_memory()  # per-frame arrays reuse mapped pages (see memory.py); opt out with =0
     module = importlib.import_module(args._module)
     try:
         return int(module.run(args) or 0)

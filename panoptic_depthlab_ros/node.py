@@ -207,6 +207,11 @@ class PanopticDepthLabNode(LifecycleNode):
         self.params = params
         if params.model_config and not params.weights:
             self.get_logger().warning(f"model_config {params.model_config} without weights: random weights")
+        if params.retain_freed_memory:  # before the model's and the frames' allocations
+            from panoptic_depthlab_core.memory import retain_freed_memory
+
+            retention = retain_freed_memory()
+            self.get_logger().info(f"retain_freed_memory: {retention.detail}")
         try:
             t0 = time.perf_counter()
             predictor = self._inference_thread.submit(load_predictor, params).result()

@@ -34,6 +34,12 @@ _SPECS: dict[str, tuple[Any, str, Any]] = {
     "input_height": (0, "Network input height in pixels (multiple of 32); 0 = model config.", (0, 8192, 32)),
     "input_width": (0, "Network input width in pixels (multiple of 32); 0 = model config.", (0, 8192, 32)),
     "warmup_iterations": (1, "Inference runs on a blank image during configure.", (0, 20)),
+    "retain_freed_memory": (
+        True,
+        "Keep freed heap memory in the process (glibc mallopt; lasts for the process): at 1080p on "
+        "CPU it saves ~35 ms of page faults per frame; the process keeps its peak memory.",
+        None,
+    ),
     # --- post-processing (live)
     "center_threshold": (
         -1.0,
@@ -131,6 +137,7 @@ CONFIGURE_TIME_PARAMETERS: frozenset[str] = frozenset(
         "input_height",
         "input_width",
         "warmup_iterations",
+        "retain_freed_memory",
     }
 )
 
@@ -149,6 +156,7 @@ class NodeParams:
     input_height: int = 0
     input_width: int = 0
     warmup_iterations: int = 1
+    retain_freed_memory: bool = True
     center_threshold: float = -1.0
     nms_kernel: int = -1
     top_k: int = 0
