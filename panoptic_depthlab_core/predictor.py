@@ -25,6 +25,7 @@ from .results import FrameResult
 from .runtime import BackendConfig, create_backend
 from .runtime.gpu_pipeline import PinnedStager
 from .segments import SegmentsConfig, compute_segments, compute_segments_torch
+from .segments_network import compute_segments_upsampled
 from .weights import load_model_weights
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
@@ -159,9 +160,12 @@ class Predictor:
         panoptic_net = pan["panoptic_ids"][0]
         semantic_net = pan["semantic"][0]
         depth_net = outputs["depth"][0, 0]
-        if (valid_h, valid_w) != (height, width):
-            panoptic_ids = _resize_nearest(panoptic_net, height, width)
-            semantic = _resize_nearest(semantic_net, height, width)
+        resized = (valid_h, valid_w) != (height, width)
+        if resized:
+            rows = _nearest_index(valid_h, height, panoptic_net.device)
+            cols = _nearest_index(valid_w, width, panoptic_net.device)
+            panoptic_ids = panoptic_net[rows[:, None], cols[None, :]]
+            semantic = semantic_net[rows[:, None], cols[None, :]]
             depth_m = F.interpolate(depth_net[None, None], size=(height, width), mode="bilinear",
                                     align_corners=False)[0, 0]
         else:
@@ -188,7 +192,13 @@ class Predictor:
                 on_maps(FrameResult(host["panoptic"], host["semantic"], host["depth"], K=K))
             t4 = time.perf_counter()
             timings["to_host"] = (t4 - t3) * 1e3
-            segments = compute_segments(host["panoptic"], host["depth"], K=K, scores=scores, cfg=self.cfg.segments)
+            if resized and self.cfg.segments.cpu_resolution == "network":  # weighted network pixels
+                segments = compute_segments_upsampled(
+                    panoptic_net.to(torch.int32).numpy(), depth_net.float().numpy(), rows.numpy(), cols.numpy(),
+                    K=K, scores=scores, cfg=self.cfg.segments,
+                )  # fmt: skip
+            else:
+                segments = compute_segments(host["panoptic"], host["depth"], K=K, scores=scores, cfg=self.cfg.segments)
             timings["segments"] = (time.perf_counter() - t4) * 1e3
         panoptic_np, semantic_np, depth_np = host["panoptic"], host["semantic"], host["depth"]
         timings["total"] = (time.perf_counter() - t0) * 1e3
@@ -200,9 +210,8 @@ class Predictor:
             torch.cuda.synchronize(self.device)
 
 
-def _resize_nearest(ids: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Nearest-neighbour resize of an integer map (exact ids, no interpolation between labels)."""
-    src_h, src_w = ids.shape
-    ys = ((torch.arange(height, device=ids.device) + 0.5) * (src_h / height)).long().clamp_(max=src_h - 1)
-    xs = ((torch.arange(width, device=ids.device) + 0.5) * (src_w / width)).long().clamp_(max=src_w - 1)
-    return ids[ys[:, None], xs[None, :]]
+def _nearest_index(src: int, dst: int, device: torch.device) -> torch.Tensor:
+    """Nearest-neighbour resize index (pixel centres): the source position of each of ``dst``
+    output positions. Integer maps are resized as ``ids[rows[:, None], cols[None, :]]`` (exact ids,
+    no interpolation between labels); the segment statistics use the same index."""
+    return ((torch.arange(dst, device=device) + 0.5) * (src / dst)).long().clamp_(max=src - 1)

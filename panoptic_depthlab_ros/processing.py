@@ -137,9 +137,9 @@ class FrameProcessor:
         self.options = options or MessageOptions()
         self.prefer_rectified = prefer_rectified
         self.max_pixels = max_pixels
-        # one helper thread builds the image messages and the overlay while the caller computes
-        # the segment statistics and the other messages
-        self._overlay_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="overlay")
+        # two helper threads, one building and publishing the image messages and one preparing the
+        # overlay, while the caller computes the segment statistics and the other messages
+        self._overlay_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="overlay")
 
     def close(self) -> None:
         """Stop the overlay thread (the processor is not used afterwards)."""

@@ -71,13 +71,16 @@ def test_maps_are_handed_over_before_the_segment_statistics(predictor: Predictor
 
     events: list[str] = []
     handed = []
-    real = predictor_module.compute_segments
 
-    def spy(*args, **kwargs):
-        events.append("segments")
-        return real(*args, **kwargs)
+    def spy(real):
+        def call(*args, **kwargs):
+            events.append("segments")
+            return real(*args, **kwargs)
 
-    monkeypatch.setattr(predictor_module, "compute_segments", spy)
+        return call
+
+    for name in ("compute_segments", "compute_segments_upsampled"):  # input- and network-resolution
+        monkeypatch.setattr(predictor_module, name, spy(getattr(predictor_module, name)))
     K = np.array([[100.0, 0, 80], [0, 100.0, 60], [0, 0, 1]])
     image = np.random.default_rng(3).integers(0, 256, (120, 160, 3), dtype=np.uint8)
     result = predictor.predict(image, K, on_maps=lambda maps: (events.append("maps"), handed.append(maps)))
@@ -86,6 +89,36 @@ def test_maps_are_handed_over_before_the_segment_statistics(predictor: Predictor
     assert maps.segments == [] and maps.K is result.K
     for name in ("panoptic_ids", "semantic", "depth_m"):
         np.testing.assert_array_equal(getattr(maps, name), getattr(result, name))
+
+
+@pytest.mark.parametrize("shape", [(120, 160, 3), (250, 500, 3), (64, 100, 3)])
+def test_statistics_at_network_resolution_describe_the_returned_maps(predictor: Predictor, shape) -> None:
+    """Upsampled maps: the default statistics over the network's pixels give exactly the segments,
+    areas, boxes and centroids of the returned map; their distances are those of the network's own
+    depth (the returned depth is its bilinear upsampling: close, not equal, at segment borders)."""
+    from dataclasses import replace
+
+    from panoptic_depthlab_core.segments import compute_segments
+
+    h, w = shape[:2]
+    K = np.array([[0.8 * w, 0, w / 2], [0, 0.8 * w, h / 2], [0, 0, 1]])
+    image = np.random.default_rng(5).integers(0, 256, shape, dtype=np.uint8)
+    assert predictor.cfg.segments.cpu_resolution == "network"
+    fast = predictor.predict(image, K)
+    want = compute_segments(fast.panoptic_ids, fast.depth_m, K=K, cfg=predictor.cfg.segments)
+    assert [s.id for s in fast.segments] == [s.id for s in want] and want
+    for got, ref in zip(fast.segments, want, strict=True):
+        assert (got.area, got.bbox_xywh) == (ref.area, ref.bbox_xywh)
+        assert got.centroid_xy == pytest.approx(ref.centroid_xy, rel=1e-12)
+        assert got.depth_median_m == pytest.approx(ref.depth_median_m, rel=0.05, abs=0.05)
+    saved = predictor.cfg.segments
+    try:
+        predictor.cfg.segments = replace(saved, cpu_resolution="input")
+        slow = predictor.predict(image, K)
+    finally:
+        predictor.cfg.segments = saved
+    assert slow.segments == compute_segments(slow.panoptic_ids, slow.depth_m, K=K, scores={
+        s.id: s.score for s in slow.segments}, cfg=replace(saved, cpu_resolution="input"))  # fmt: skip
 
 
 @pytest.mark.parametrize(
