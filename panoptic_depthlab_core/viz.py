@@ -391,6 +391,11 @@ def _present_ids(ids: np.ndarray) -> np.ndarray:
     lo, hi = int(ids.min()), int(ids.max())
     if hi < 0:
         return np.zeros(0, np.int64)
+    if lo >= -1 and hi < 65535:  # panoptic ids: OpenCV's histogram of id + 1 as uint16, ~2x bincount
+        shifted = ids.astype(np.uint16).reshape(ids.shape[0] if ids.ndim > 1 else 1, -1)
+        shifted += np.uint16(1)  # -1 (65535 as uint16) wraps to 0, any other id to id + 1
+        hist = cv2.calcHist([shifted], [0], None, [hi + 2], [0, hi + 2]).ravel()
+        return np.flatnonzero(hist[1:]).astype(np.int64)  # bin 0 is void (-1)
     if (ids.dtype.kind == "i" or ids.dtype.itemsize <= 4) and hi < (1 << 24):  # bincount-safe
         flat = ids.reshape(-1)
         counts = np.bincount(flat if lo >= 0 else flat[flat >= 0], minlength=hi + 1)

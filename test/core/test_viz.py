@@ -266,3 +266,21 @@ def test_viz_overlay_same_for_any_integer_id_dtype_and_ignores_unknown_huge_ids(
     huge = ids.copy()
     huge[ids == -1] = 2_000_000_000  # not a listed segment: stays untouched
     np.testing.assert_array_equal(overlay_distance(image, huge, segments, cfg), want)
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64, np.int16, np.uint16, np.uint8])
+def test_present_ids_equal_unique(dtype):
+    """The histogram path (ids in [-1, 65534]) and the others list exactly the non-negative ids."""
+    from panoptic_depthlab_core.viz import _present_ids
+
+    rng = np.random.default_rng(int(np.dtype(dtype).itemsize))
+    info = np.iinfo(dtype)
+    values = np.array([v for v in (-1, 0, 1, 255, 11001, 13002, 32767, 65534) if info.min <= v <= info.max], dtype)
+    for ids in (rng.choice(values, size=(37, 53)), rng.choice(values[values >= 0], size=(5, 7)), values.reshape(1, -1)):
+        want = np.unique(ids.astype(np.int64))
+        np.testing.assert_array_equal(_present_ids(ids), want[want >= 0])
+    if info.min < -2:  # other negative void values and ids beyond uint16: the bincount/unique paths
+        odd = np.array([[-5, 3, 7], [-1, 3, 0]], dtype)
+        np.testing.assert_array_equal(_present_ids(odd), [0, 3, 7])
+    if info.max > 70000:
+        np.testing.assert_array_equal(_present_ids(np.array([[70000, -1], [2, 2]], dtype)), [2, 70000])
