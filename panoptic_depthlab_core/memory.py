@@ -5,10 +5,12 @@ mmap threshold are unmapped; free memory at the heap top above the trim threshol
 worker thread's arena unmaps each of its 64 MiB heaps once it is empty). A frame at 1080p
 allocates and frees dozens of 2-25 MB arrays (image tensor, per-pixel ids, depth, segment
 statistics, output messages), so every frame page-faults them in again. Measured here
-(2-core CPU, 1920x1080, default model): ~12,000-15,000 minor faults and ~40 ms of kernel time per
-frame; with the thresholds and the top pad raised, ~0 faults and the frame takes 205 ms instead of
-240 ms (the small model with random weights: 201 -> 170 ms; with the thresholds alone its worker
-thread still unmapped emptied heaps: 13,000 faults a frame). The cost: the process keeps its peak
+(2-core CPU, 1920x1080, default model, statistics over every input pixel): ~12,000-15,000 minor
+faults and ~40 ms of kernel time per frame; with the thresholds and the top pad raised, ~0 faults
+and 205 ms instead of 240 ms a frame (the small model with random weights: 201 -> 170 ms; with the
+thresholds alone its worker thread still unmapped emptied heaps: 13,000 faults a frame). With the
+statistics at network resolution the node's frame (messages included) still faulted ~3,000-5,000
+pages: ~9 ms. The cost: the process keeps its peak
 heap instead of returning it between frames — what a long-running node wants anyway (its memory
 stays flat at the peak instead of oscillating).
 

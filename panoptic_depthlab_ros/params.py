@@ -36,8 +36,9 @@ _SPECS: dict[str, tuple[Any, str, Any]] = {
     "warmup_iterations": (1, "Inference runs on a blank image during configure.", (0, 20)),
     "retain_freed_memory": (
         True,
-        "Keep freed heap memory in the process (glibc mallopt; lasts for the process): at 1080p on "
-        "CPU it saves ~35 ms of page faults per frame; the process keeps its peak memory.",
+        "Keep freed heap memory in the process (glibc mallopt; lasts for the process): a 1080p frame "
+        "on CPU otherwise page-faults its big arrays in again (~9 ms a frame here); the process keeps "
+        "its peak memory.",
         None,
     ),
     # --- post-processing (live)

@@ -198,7 +198,7 @@ def _minor_faults(pid: int) -> int:
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc (Linux) to count page faults")
 def test_1080p_frames_reuse_freed_memory(outputs, pdl_node, pdl_publishers):
     """retain_freed_memory (default on): a steady 1080p frame maps almost no new pages (glibc's
-    default unmaps each frame's big arrays and empty thread heaps: ~12,800 faults a frame here)."""
+    default unmaps each frame's big arrays and empty thread heaps: ~7,000 faults a frame here)."""
     if "retain_freed_memory: glibc" not in pdl_node.log():
         pytest.skip("not glibc: freed memory is left to the C library")
     info = make_camera_info(1920, 1080)
