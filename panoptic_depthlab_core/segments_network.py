@@ -122,45 +122,57 @@ def compute_segments_upsampled(
     if depth is not None:
         d, valid = _valid_depth(depth, pix, cfg)
         n_valid = np.add.reduceat(np.where(valid, weight, 0), starts)
-        seg = idx[valid]
-        z, wv = d[valid].astype(np.float32), weight[valid]
-        u = (x_first[c] + x_last[c])[valid] / 2.0  # block centres (for the x/y extents only)
-        v = (y_first[r] + y_last[r])[valid] / 2.0
-        has = n_valid > 0
-        v_start = np.flatnonzero(np.r_[True, seg[1:] != seg[:-1]]) if seg.size else np.zeros(0, np.int64)
-        stats["mean"][has] = np.add.reduceat(wv * z.astype(np.float64), v_start) / n_valid[has]
-        if K is not None:
-            fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
-            mean_u, mean_v = np.full(s, np.nan), np.full(s, np.nan)
-            mean_u[has] = np.add.reduceat(sum_x[valid], v_start) / n_valid[has]
-            mean_v[has] = np.add.reduceat(sum_y[valid], v_start) / n_valid[has]
-            extent = np.full((s, 3), np.nan)
-        q_lo, q_hi = (p / 100.0 for p in cfg.extent_percentiles)
-        ends = np.r_[v_start[1:], seg.size]
-        for i, a, b in zip(np.flatnonzero(has).tolist(), v_start.tolist(), ends.tolist(), strict=True):
-            zs, ws = z[a:b], wv[a:b]
-            o = np.argsort(zs)  # ties are equal values: any order gives the same statistics
-            zs, ws = zs[o], ws[o]
-            cum = np.cumsum(ws)
-            n = int(cum[-1])
-            stats["median"][i] = _weighted_quantile(zs, cum, n, 0.5)
-            stats["p10"][i] = _weighted_quantile(zs, cum, n, 0.1)
-            stats["trimmed_mean"][i] = _weighted_trimmed_mean(zs, ws, cum, n, cfg.trim_fraction)
-            if K is not None:
-                x3 = ((u[a:b] - cx) * z[a:b].astype(np.float64) / fx).astype(np.float32)
-                y3 = ((v[a:b] - cy) * z[a:b].astype(np.float64) / fy).astype(np.float32)
-                spreads = []
-                for values, weights in ((x3, wv[a:b]), (y3, wv[a:b]), (zs, ws)):
-                    if values is not zs:
-                        o = np.argsort(values)
-                        values, weights = values[o], weights[o]
-                    cw = np.cumsum(weights)
-                    spreads.append(_weighted_quantile(values, cw, n, q_hi) - _weighted_quantile(values, cw, n, q_lo))
-                extent[i] = spreads
-        if K is not None:
-            dist = stats[cfg.distance_statistic]
-            position = np.stack(((mean_u - cx) / fx * dist, (mean_v - cy) / fy * dist, dist), axis=1)
+        if n_valid.any():
+            blocks = (x_first[c] + x_last[c]) / 2.0, (y_first[r] + y_last[r]) / 2.0, sum_x, sum_y
+            position, extent = _weighted_depth_stats(d, valid, idx, weight, blocks, n_valid, stats, K, cfg)
     return _assemble(seg_ids, area, box, centroid, stats, n_valid, position, extent, scores, cfg, class_names)
+
+
+def _weighted_depth_stats(d, valid, idx, weight, blocks, n_valid, stats, K, cfg: SegmentsConfig):
+    """Fills ``stats`` (per segment) from the network pixels' depth ``d`` (grouped by segment index
+    ``idx``) each counted ``weight`` times; returns (position, extent) when K is given."""
+    u_centre, v_centre, sum_x, sum_y = (b[valid] for b in blocks)
+    seg, z, wv = idx[valid], d[valid].astype(np.float32), weight[valid]
+    has = n_valid > 0
+    v_start = np.flatnonzero(np.r_[True, seg[1:] != seg[:-1]])  # one run per segment with depth
+    ends = np.r_[v_start[1:], seg.size]
+    stats["mean"][has] = np.add.reduceat(wv * z.astype(np.float64), v_start) / n_valid[has]
+    s = n_valid.size
+    extent = np.full((s, 3), np.nan) if K is not None else None
+    q_lo, q_hi = (p / 100.0 for p in cfg.extent_percentiles)
+    for i, a, b in zip(np.flatnonzero(has).tolist(), v_start.tolist(), ends.tolist(), strict=True):
+        o = np.argsort(z[a:b])  # ties are equal values: any order gives the same statistics
+        zs, ws = z[a:b][o], wv[a:b][o]
+        cum = np.cumsum(ws)
+        n = int(cum[-1])
+        stats["median"][i] = _weighted_quantile(zs, cum, n, 0.5)
+        stats["p10"][i] = _weighted_quantile(zs, cum, n, 0.1)
+        stats["trimmed_mean"][i] = _weighted_trimmed_mean(zs, ws, cum, n, cfg.trim_fraction)
+        if K is not None:
+            z64 = z[a:b].astype(np.float64)
+            x3 = ((u_centre[a:b] - K[0, 2]) * z64 / K[0, 0]).astype(np.float32)
+            y3 = ((v_centre[a:b] - K[1, 2]) * z64 / K[1, 1]).astype(np.float32)
+            spreads = []
+            for values, weights in ((x3, wv[a:b]), (y3, wv[a:b])):
+                o = np.argsort(values)
+                spreads.append(_weighted_spread(values[o], np.cumsum(weights[o]), n, q_lo, q_hi))
+            spreads.append(_weighted_spread(zs, cum, n, q_lo, q_hi))
+            extent[i] = spreads
+    if K is None:
+        return None, None
+    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+    mean_u, mean_v = np.full(s, np.nan), np.full(s, np.nan)
+    mean_u[has] = np.add.reduceat(sum_x, v_start) / n_valid[has]  # exact means of the input pixels
+    mean_v[has] = np.add.reduceat(sum_y, v_start) / n_valid[has]
+    dist = stats[cfg.distance_statistic]
+    position = np.stack(((mean_u - cx) / fx * dist, (mean_v - cy) / fy * dist, dist), axis=1)
+    return position, extent
+
+
+def _weighted_spread(sorted_values: np.ndarray, cum_weights: np.ndarray, n: int, q_lo: float, q_hi: float) -> float:
+    """High minus low quantile of the repeated values (an extent along one axis)."""
+    high = _weighted_quantile(sorted_values, cum_weights, n, q_hi)
+    return high - _weighted_quantile(sorted_values, cum_weights, n, q_lo)
 
 
 def _value_at_rank(sorted_values: np.ndarray, cum_weights: np.ndarray, rank: int) -> float:

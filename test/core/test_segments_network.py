@@ -101,6 +101,21 @@ def test_without_depth_k_or_stuff():
     assert compute_segments_upsampled(np.full((3, 3), -1, np.int32), None, rows[:5] * 0, cols[:5] * 0) == []
 
 
+@pytest.mark.parametrize("valid", ["none", "one block", "one segment"])
+def test_segments_without_valid_depth(valid):
+    ids = np.array([[13001, 0, 0], [0, 13001, 7000]], np.int32)
+    depth = np.full(ids.shape, np.nan, np.float32)
+    if valid == "one block":
+        depth[0, 0] = 5.0
+    elif valid == "one segment":
+        depth[ids == 0] = 12.0
+    rows, cols = _nearest_index(2, 5), _nearest_index(3, 7)
+    K = np.array([[6.0, 0.0, 3.0], [0.0, 6.0, 2.0], [0.0, 0.0, 1.0]])
+    got = compute_segments_upsampled(ids, depth, rows, cols, K=K)
+    want = compute_segments(_upsample(ids, rows, cols), _upsample(depth, rows, cols), K=K)
+    _check_equal(got, want, (3, 3), K)
+
+
 def test_bad_inputs_name_the_problem():
     ids, depth = _maps(0)
     rows, cols = _nearest_index(9, 20), _nearest_index(13, 20)
