@@ -125,3 +125,25 @@ def test_bad_inputs_name_the_problem():
         compute_segments_upsampled(ids.astype(np.float32), depth, rows, cols)
     with pytest.raises(ValueError, match="non-decreasing"):
         compute_segments_upsampled(ids, depth, rows[::-1], cols)
+
+
+def test_random_maps_sizes_and_validity():
+    """A sweep over map and output sizes (up- and downscales, single rows/columns), void and
+    invalid-depth fractions, stuff on/off and K present/absent."""
+    rng = np.random.default_rng(42)
+    for _ in range(60):
+        h, w = (int(v) for v in rng.integers(1, 12, 2))
+        out_h, out_w = (int(v) for v in rng.integers(1, 40, 2))
+        palette = np.array([-1, 0, 8000, 11001, 13001, 13002, 17003])
+        ids = rng.choice(palette, size=(h, w), p=rng.dirichlet(np.ones(palette.size))).astype(np.int32)
+        depth = rng.uniform(0.0, 100.0, (h, w)).astype(np.float32)
+        depth[rng.random((h, w)) < rng.random()] = np.nan
+        rows, cols = _nearest_index(h, out_h), _nearest_index(w, out_w)
+        K = None
+        if rng.random() < 0.7:
+            K = np.array([[rng.uniform(5, 50), 0, out_w / 2], [0, rng.uniform(5, 50), out_h / 2], [0, 0, 1.0]])
+        cfg = SegmentsConfig(include_stuff=bool(rng.random() < 0.7), trim_fraction=float(rng.uniform(0, 0.45)))
+        got = compute_segments_upsampled(ids, depth, rows, cols, K=K, cfg=cfg)
+        want = compute_segments(_upsample(ids, rows, cols), _upsample(depth, rows, cols), K=K, cfg=cfg)
+        max_block = (int(nearest_blocks(rows, h)[0].max()), int(nearest_blocks(cols, w)[0].max()))
+        _check_equal(got, want, max_block, K)
