@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-from panoptic_depthlab_core.metadata import LABEL_DIVISOR, PALETTE, THING_TRAIN_IDS
+from panoptic_depthlab_core.metadata import LABEL_DIVISOR, PALETTE
 from panoptic_depthlab_core.results import Segment
 
 _NO_DEPTH_RGB = np.array([160, 160, 160], np.uint8)  # things without a valid distance
@@ -280,128 +280,6 @@ def _annotate(out: np.ndarray, segs: Sequence[Segment], cfg: VizConfig, bgr: boo
             [round(t, 1) for t in ticks],
             "distance [m]",
         )
-
-
-@dataclass
-class PreparedOverlay:
-    """An overlay composited up to the things' distance colours (see ``prepare_overlay``)."""
-
-    image: np.ndarray  # the input RGB image
-    panoptic_ids: np.ndarray
-    cfg: VizConfig
-    bgr: bool
-    seg_ids: np.ndarray  # the non-negative ids present, ascending
-    is_thing: np.ndarray  # per id, by its class
-    # None below: too many ids for the uint8 slots, finish_overlay draws the figure in one go
-    index: np.ndarray | None = None  # uint8 slot per pixel (outline pixels in slots n+1..)
-    partial16: np.ndarray | None = None  # the blend before the >> 8, things' colours missing
-    out: np.ndarray | None = None  # final except on thing pixels
-    thing_bands: list[tuple[int, int, int, int]] = field(default_factory=list)  # y0, y1, x0, x1
-
-
-_BAND_ROWS = 32  # finish_overlay revisits the things' pixels in row bands of this height
-
-
-def prepare_overlay(
-    image_rgb: np.ndarray,
-    panoptic_ids: np.ndarray,
-    cfg: VizConfig | None = None,
-    bgr: bool = False,
-    label_divisor: int = LABEL_DIVISOR,
-    thing_ids: Sequence[int] = THING_TRAIN_IDS,
-) -> PreparedOverlay:
-    """Everything of ``overlay_distance`` that does not need the segments' distances.
-
-    The node calls this while the per-segment statistics are still being computed, and
-    ``finish_overlay`` once they are there: the colour blend, outlines and the stuff are done here;
-    only the things' pixels (within row bands found here) are revisited. Every present non-negative
-    id is taken as a segment, with thing/stuff from its class."""
-    cfg = cfg or VizConfig()
-    image = _check_image(image_rgb)
-    ids = _check_ids(panoptic_ids, image.shape[:2])
-    seg_ids = _present_ids(ids)
-    n = seg_ids.size
-    class_ids = seg_ids // label_divisor
-    is_thing = np.isin(class_ids, np.asarray(thing_ids, np.int64))
-    prepared = PreparedOverlay(image, ids, cfg, bgr, seg_ids, is_thing)
-    if 2 * (n + 1) > 256:
-        return prepared  # the general path: finish_overlay draws everything
-    no_colour = np.zeros((n, 3), np.uint8)  # the things' colours are added by finish_overlay
-    colour_lut, alpha_lut, outlined, edge_lut = _segment_luts(class_ids, is_thing, no_colour, cfg)
-    edge_lut[np.r_[is_thing, False]] = 0
-    if bgr:
-        colour_lut, edge_lut = colour_lut[:, ::-1], edge_lut[:, ::-1]
-        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-    index = _index_map(ids, seg_ids, np.uint8)
-    _mark_outlines(index, n, outlined, cfg.outline_px)
-    lut_inv, lut_add = _composite_luts(colour_lut, alpha_lut, edge_lut)
-    partial16 = _composite(image, index, lut_inv, lut_add)
-    thing_u8 = np.zeros(256, np.uint8)
-    thing_u8[: n + 1] = np.r_[is_thing, False]
-    thing_u8[n + 1 : 2 * n + 2] = thing_u8[: n + 1]
-    on_thing = cv2.LUT(index, thing_u8)
-    bands = []
-    for y0 in range(0, ids.shape[0], _BAND_ROWS):
-        cols = np.flatnonzero(on_thing[y0 : y0 + _BAND_ROWS].any(axis=0))
-        if cols.size:
-            bands.append((y0, min(y0 + _BAND_ROWS, ids.shape[0]), int(cols[0]), int(cols[-1]) + 1))
-    prepared.index, prepared.partial16, prepared.thing_bands = index, partial16, bands
-    prepared.out = (partial16 >> 8).astype(np.uint8)
-    return prepared
-
-
-def finish_overlay(prepared: PreparedOverlay, segments: Sequence[Segment]) -> np.ndarray:
-    """The figure ``overlay_distance`` draws, from a ``prepare_overlay`` result and the segments.
-
-    Pixel-identical to ``overlay_distance``; when the segments are not exactly the prepared ids
-    (e.g. stuff left out of the statistics) or there were too many, it is drawn from scratch."""
-    cfg = prepared.cfg
-    segs = sorted(segments, key=lambda s: s.id)
-    seg_ids = np.array([s.id for s in segs], np.int64)
-    same = (
-        prepared.out is not None
-        and np.array_equal(seg_ids, prepared.seg_ids)
-        and np.array_equal([s.is_thing for s in segs], prepared.is_thing)
-    )
-    if not same:
-        return overlay_distance(prepared.image, prepared.panoptic_ids, segs, cfg, prepared.bgr)
-    n = len(segs)
-    thing_rgb = distance_to_rgb(np.array([s.distance_m for s in segs]), cfg.near_m, cfg.far_m)
-    if prepared.bgr:
-        thing_rgb = thing_rgb[:, ::-1]
-    thing = prepared.is_thing
-    alpha = round(cfg.thing_alpha * 256)
-    edge = _outline_colour(thing_rgb).astype(np.uint16) * 256
-    lut_add = np.zeros((256, 3), np.uint16)  # what the things' slots still lack
-    lut_add[:n][thing] = thing_rgb[thing].astype(np.uint16) * alpha
-    lut_add[n + 1 : 2 * n + 1][thing] = edge[thing]
-    lut_add = lut_add.reshape(256, 1, 3)
-    out, index, partial16 = prepared.out, prepared.index, prepared.partial16
-    for y0, y1, x0, x1 in prepared.thing_bands:
-        idx = index[y0:y1, x0:x1]
-        band = cv2.add(partial16[y0:y1, x0:x1], cv2.LUT(cv2.merge([idx, idx, idx]), lut_add))
-        np.right_shift(band, 8, out=band)
-        out[y0:y1, x0:x1] = band
-    _annotate(out, segs, cfg, prepared.bgr)
-    return out
-
-
-def _present_ids(ids: np.ndarray) -> np.ndarray:
-    """The non-negative ids in the map, ascending (negative ids are void)."""
-    lo, hi = int(ids.min()), int(ids.max())
-    if hi < 0:
-        return np.zeros(0, np.int64)
-    if lo >= -1 and hi < 65535:  # panoptic ids: OpenCV's histogram of id + 1 as uint16, ~2x bincount
-        shifted = ids.astype(np.uint16).reshape(ids.shape[0] if ids.ndim > 1 else 1, -1)
-        shifted += np.uint16(1)  # -1 (65535 as uint16) wraps to 0, any other id to id + 1
-        hist = cv2.calcHist([shifted], [0], None, [hi + 2], [0, hi + 2]).ravel()
-        return np.flatnonzero(hist[1:]).astype(np.int64)  # bin 0 is void (-1)
-    if (ids.dtype.kind == "i" or ids.dtype.itemsize <= 4) and hi < (1 << 24):  # bincount-safe
-        flat = ids.reshape(-1)
-        counts = np.bincount(flat if lo >= 0 else flat[flat >= 0], minlength=hi + 1)
-        return np.flatnonzero(counts).astype(np.int64)
-    uniq = np.unique(ids).astype(np.int64)
-    return uniq[uniq >= 0]
 
 
 def _mark_outlines(index: np.ndarray, n: int, outlined: np.ndarray, outline_px: int) -> None:

@@ -137,13 +137,13 @@ class FrameProcessor:
         self.options = options or MessageOptions()
         self.prefer_rectified = prefer_rectified
         self.max_pixels = max_pixels
-        # two helper threads, one building and publishing the image messages and one preparing the
-        # overlay, while the caller computes the segment statistics and the other messages
-        self._overlay_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="overlay")
+        # one helper thread builds and publishes the image messages while the caller computes the
+        # segment statistics and the other messages
+        self._maps_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="maps")
 
     def close(self) -> None:
-        """Stop the overlay thread (the processor is not used afterwards)."""
-        self._overlay_pool.shutdown(wait=True)
+        """Stop the helper thread (the processor is not used afterwards)."""
+        self._maps_pool.shutdown(wait=True)
 
     def process(
         self,
@@ -173,9 +173,8 @@ class FrameProcessor:
         if "visualization" in options.outputs:  # drawn on the host, also when decoded on the GPU
             overlay_rgb = rgb if isinstance(rgb, np.ndarray) else rgb.cpu().numpy()
         info_for_output = camera_info if K is not None else None
-        # the images leave (and the overlay is prepared) on the helper thread while the
-        # per-segment statistics are computed
-        builder = FrameMessages(image_msg.header, info_for_output, options, overlay_rgb, self._overlay_pool, emit)
+        # the images leave from the helper thread while the per-segment statistics are computed
+        builder = FrameMessages(image_msg.header, info_for_output, options, overlay_rgb, self._maps_pool, emit)
         result = self.predictor.predict(rgb, K, on_maps=builder.add_maps)
         t2 = time.perf_counter()
         for stage, value in result.timings_ms.items():

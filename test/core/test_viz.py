@@ -15,9 +15,7 @@ from panoptic_depthlab_core.viz import (
     colorize_depth,
     colorize_panoptic,
     distance_to_rgb,
-    finish_overlay,
     overlay_distance,
-    prepare_overlay,
 )
 
 
@@ -88,50 +86,6 @@ def test_viz_overlay_outlines_labels_and_legend_draw_where_expected():
     legend = np.any(with_legend != plain, axis=2)
     ys, xs = np.nonzero(legend)
     assert ys.min() > 60 and xs.max() < 120  # bottom-left corner only
-
-
-def busy_scene(h: int = 150, w: int = 260, things: int = 30, seed: int = 1):
-    """Stuff bands, overlapping thing boxes, void, depth per segment: a crowded street."""
-    rng = np.random.default_rng(seed)
-    image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-    ids = np.zeros((h, w), np.int32)  # road
-    ids[: h // 5] = 10000  # sky
-    ids[h // 5 : h // 3] = 2000  # building
-    ids[h // 3 : h // 3 + 4] = -1  # void
-    depth = rng.uniform(2.0, 75.0, (h, w)).astype(np.float32)
-    for i in range(things):
-        y, x = int(rng.integers(0, h - 20)), int(rng.integers(0, w - 30))
-        ids[y : y + int(rng.integers(3, 20)), x : x + int(rng.integers(3, 30))] = (11 + i % 8) * 1000 + i + 1
-    return image, ids, depth
-
-
-@pytest.mark.parametrize("bgr", [False, True])
-@pytest.mark.parametrize(
-    "cfg",
-    [VizConfig(), VizConfig(outline_px=3, outline_stuff=True, label_stuff=True), VizConfig(outline_px=0)],
-)
-def test_viz_overlay_in_two_steps_equals_one_call(cfg: VizConfig, bgr: bool) -> None:
-    image, ids, depth = busy_scene()
-    segments = compute_segments(ids, depth)
-    prepared = prepare_overlay(image, ids, cfg, bgr=bgr)
-    assert prepared.thing_bands  # only the things' rows are revisited
-    np.testing.assert_array_equal(finish_overlay(prepared, segments), overlay_distance(image, ids, segments, cfg, bgr))
-
-
-def test_viz_overlay_in_two_steps_falls_back_when_segments_differ() -> None:
-    image, ids, depth = busy_scene()
-    cfg = VizConfig(legend=False, label_things=False)
-    things_only = [s for s in compute_segments(ids, depth) if s.is_thing]  # stuff left out: untouched
-    got = finish_overlay(prepare_overlay(image, ids, cfg), things_only)
-    np.testing.assert_array_equal(got, overlay_distance(image, ids, things_only, cfg))
-    np.testing.assert_array_equal(got[ids == 0], image[ids == 0])
-    many_image, many_ids, many_depth = busy_scene(h=300, w=400, things=200, seed=2)  # > 127 ids
-    segments = compute_segments(many_ids, many_depth)
-    assert len(segments) > 127
-    np.testing.assert_array_equal(
-        finish_overlay(prepare_overlay(many_image, many_ids, cfg), segments),
-        overlay_distance(many_image, many_ids, segments, cfg),
-    )
 
 
 def test_viz_overlay_with_no_segments_is_the_image():
@@ -267,20 +221,3 @@ def test_viz_overlay_same_for_any_integer_id_dtype_and_ignores_unknown_huge_ids(
     huge[ids == -1] = 2_000_000_000  # not a listed segment: stays untouched
     np.testing.assert_array_equal(overlay_distance(image, huge, segments, cfg), want)
 
-
-@pytest.mark.parametrize("dtype", [np.int32, np.int64, np.int16, np.uint16, np.uint8])
-def test_present_ids_equal_unique(dtype):
-    """The histogram path (ids in [-1, 65534]) and the others list exactly the non-negative ids."""
-    from panoptic_depthlab_core.viz import _present_ids
-
-    rng = np.random.default_rng(int(np.dtype(dtype).itemsize))
-    info = np.iinfo(dtype)
-    values = np.array([v for v in (-1, 0, 1, 255, 11001, 13002, 32767, 65534) if info.min <= v <= info.max], dtype)
-    for ids in (rng.choice(values, size=(37, 53)), rng.choice(values[values >= 0], size=(5, 7)), values.reshape(1, -1)):
-        want = np.unique(ids.astype(np.int64))
-        np.testing.assert_array_equal(_present_ids(ids), want[want >= 0])
-    if info.min < -2:  # other negative void values and ids beyond uint16: the bincount/unique paths
-        odd = np.array([[-5, 3, 7], [-1, 3, 0]], dtype)
-        np.testing.assert_array_equal(_present_ids(odd), [0, 3, 7])
-    if info.max > 70000:
-        np.testing.assert_array_equal(_present_ids(np.array([[70000, -1], [2, 2]], dtype)), [2, 70000])
