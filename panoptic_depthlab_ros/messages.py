@@ -327,14 +327,17 @@ class FrameMessages:
                 self._put("detections_3d", detection3d_array(segments, header))
             if "markers" in wanted and has_k:
                 self._put("markers", marker_array(segments, header, options))
+        overlay = None
         if "visualization" in wanted and self.rgb is not None:
             from panoptic_depthlab_core.viz import overlay_distance
 
             cfg = viz_config(options)
             overlay_bgr = overlay_distance(self.rgb, result.panoptic_ids, result.segments, cfg, bgr=True)
-            self._put("visualization", numpy_to_image_msg(overlay_bgr, "bgr8", header))
+            overlay = numpy_to_image_msg(overlay_bgr, "bgr8", header)
         if self._maps_step is not None:
-            self._maps_step.result()  # re-raises what went wrong there
+            self._maps_step.result()  # re-raises what went wrong there, before the overlay leaves
+        if overlay is not None:
+            self._put("visualization", overlay)  # always the frame's last message
         return self.messages
 
 
