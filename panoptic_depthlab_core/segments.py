@@ -164,23 +164,8 @@ def compute_segments(
     (missing ids get NaN). Numpy arrays or torch tensors. No segments -> an empty list.
     """
     cfg = cfg or SegmentsConfig()
-    ids_map = _to_numpy(panoptic_ids, "panoptic_ids")
-    if ids_map.ndim != 2:
-        raise ValueError(f"panoptic_ids must be a 2-D [H,W] map, got shape {ids_map.shape}")
-    if not np.issubdtype(ids_map.dtype, np.integer):
-        raise ValueError(f"panoptic_ids must have an integer dtype, got {ids_map.dtype}")
+    ids_map, depth, K = _checked_inputs(panoptic_ids, depth_m, K, scores)
     h, w = ids_map.shape
-    depth = None
-    if depth_m is not None:
-        depth = _to_numpy(depth_m, "depth_m")
-        if depth.shape != (h, w):
-            raise ValueError(f"depth_m must have the shape of panoptic_ids {(h, w)}, got {depth.shape}")
-        if not np.issubdtype(depth.dtype, np.floating):
-            raise ValueError(f"depth_m must be a float map in metres, got dtype {depth.dtype}")
-    K = validate_intrinsics(K)
-    if scores is not None and not isinstance(scores, Mapping):
-        raise ValueError(f"scores must be a mapping {{panoptic id: score}}, got {type(scores).__name__}")
-
     flat = ids_map.reshape(-1)
     selected = _select_pixels(flat, cfg)
     if selected is None:
@@ -230,6 +215,25 @@ def compute_segments(
 
     return _assemble(seg_ids, area, (x_min, y_min, x_max, y_max), (cx_px, cy_px), stats, n_valid, position,
                      extent, scores, cfg, class_names)  # fmt: skip
+
+
+def _checked_inputs(panoptic_ids, depth_m, K, scores) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """(ids, depth or None, K or None) as numpy, or ValueError naming what is wrong."""
+    ids_map = _to_numpy(panoptic_ids, "panoptic_ids")
+    if ids_map.ndim != 2:
+        raise ValueError(f"panoptic_ids must be a 2-D [H,W] map, got shape {ids_map.shape}")
+    if not np.issubdtype(ids_map.dtype, np.integer):
+        raise ValueError(f"panoptic_ids must have an integer dtype, got {ids_map.dtype}")
+    depth = None
+    if depth_m is not None:
+        depth = _to_numpy(depth_m, "depth_m")
+        if depth.shape != ids_map.shape:
+            raise ValueError(f"depth_m must have the shape of panoptic_ids {ids_map.shape}, got {depth.shape}")
+        if not np.issubdtype(depth.dtype, np.floating):
+            raise ValueError(f"depth_m must be a float map in metres, got dtype {depth.dtype}")
+    if scores is not None and not isinstance(scores, Mapping):
+        raise ValueError(f"scores must be a mapping {{panoptic id: score}}, got {type(scores).__name__}")
+    return ids_map, depth, validate_intrinsics(K)
 
 
 def _nan_stats(s: int) -> dict[str, np.ndarray]:

@@ -28,11 +28,10 @@ from panoptic_depthlab_core.results import Segment
 from panoptic_depthlab_core.segments import (
     SegmentsConfig,
     _assemble,
+    _checked_inputs,
     _nan_stats,
     _select_pixels,
-    _to_numpy,
     _valid_depth,
-    validate_intrinsics,
 )
 
 
@@ -76,18 +75,8 @@ def compute_segments_upsampled(
     intrinsics of the H x W input. Same Segment fields and conventions as ``compute_segments``.
     """
     cfg = cfg or SegmentsConfig()
-    ids_map = _to_numpy(panoptic_ids, "panoptic_ids")
-    if ids_map.ndim != 2 or not np.issubdtype(ids_map.dtype, np.integer):
-        raise ValueError(f"panoptic_ids must be a 2-D integer map, got {ids_map.dtype} {ids_map.shape}")
+    ids_map, depth, K = _checked_inputs(panoptic_ids, depth_m, K, scores)  # K: of the input size
     h, w = ids_map.shape
-    depth = None
-    if depth_m is not None:
-        depth = _to_numpy(depth_m, "depth_m")
-        if depth.shape != (h, w) or not np.issubdtype(depth.dtype, np.floating):
-            raise ValueError(f"depth_m must be a float map of shape {(h, w)}, got {depth.dtype} {depth.shape}")
-    K = validate_intrinsics(K)
-    if scores is not None and not isinstance(scores, Mapping):
-        raise ValueError(f"scores must be a mapping {{panoptic id: score}}, got {type(scores).__name__}")
     bh, y_first, y_last, y_sum = nearest_blocks(rows, h)
     bw, x_first, x_last, x_sum = nearest_blocks(cols, w)
 
