@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -161,9 +162,15 @@ class Predictor:
         semantic_net = pan["semantic"][0]
         depth_net = outputs["depth"][0, 0]
         resized = (valid_h, valid_w) != (height, width)
+        on_cpu = self.device.type == "cpu"
         if resized:
             rows = _nearest_index(valid_h, height, panoptic_net.device)
             cols = _nearest_index(valid_w, width, panoptic_net.device)
+        if on_cpu:  # the maps go to the host anyway: resized there, ~3x faster than by torch
+            small = {"panoptic": panoptic_net.to(torch.int32).numpy(), "semantic": semantic_net.to(torch.uint8).numpy(),
+                     "depth": depth_net.float().numpy()}  # fmt: skip
+            host = upsample_maps_host(small, rows.numpy(), cols.numpy()) if resized else small
+        elif resized:
             panoptic_ids = panoptic_net[rows[:, None], cols[None, :]]
             semantic = semantic_net[rows[:, None], cols[None, :]]
             depth_m = F.interpolate(depth_net[None, None], size=(height, width), mode="bilinear",
@@ -174,10 +181,10 @@ class Predictor:
         t3 = time.perf_counter()
         timings["postprocess"] = (t3 - t2) * 1e3
 
-        maps = {"panoptic": panoptic_ids.to(torch.int32), "semantic": semantic.to(torch.uint8),
-                "depth": depth_m.float()}  # fmt: skip
         scores = pan["scores"][0]
-        if self.device.type != "cpu":  # the all-GPU path: statistics where the maps are
+        if not on_cpu:  # the all-GPU path: statistics where the maps are
+            maps = {"panoptic": panoptic_ids.to(torch.int32), "semantic": semantic.to(torch.uint8),
+                    "depth": depth_m.float()}  # fmt: skip
             segments = compute_segments_torch(panoptic_ids, depth_m, K=K, scores=scores, cfg=self.cfg.segments)
             t4 = time.perf_counter()
             timings["segments"] = (t4 - t3) * 1e3
@@ -187,14 +194,13 @@ class Predictor:
             if on_maps is not None:
                 on_maps(FrameResult(host["panoptic"], host["semantic"], host["depth"], K=K))
         else:
-            host = {k: v.numpy() for k, v in maps.items()}
             if on_maps is not None:
                 on_maps(FrameResult(host["panoptic"], host["semantic"], host["depth"], K=K))
             t4 = time.perf_counter()
             timings["to_host"] = (t4 - t3) * 1e3
             if resized and self.cfg.segments.cpu_resolution == "network":  # weighted network pixels
                 segments = compute_segments_upsampled(
-                    panoptic_net.to(torch.int32).numpy(), depth_net.float().numpy(), rows.numpy(), cols.numpy(),
+                    small["panoptic"], small["depth"], rows.numpy(), cols.numpy(),
                     K=K, scores=scores, cfg=self.cfg.segments,
                 )  # fmt: skip
             else:
@@ -208,6 +214,19 @@ class Predictor:
     def _sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+
+
+def upsample_maps_host(maps: dict[str, np.ndarray], rows: np.ndarray, cols: np.ndarray) -> dict[str, np.ndarray]:
+    """Network-resolution maps (panoptic int32, semantic uint8, depth float32) -> the same maps at
+    ``len(rows) x len(cols)``: ids nearest by the given index, depth bilinear with half-pixel
+    centres (as ``F.interpolate(..., align_corners=False)`` on the GPU path). At 1920x1080 ~3 ms
+    here instead of ~10 ms by torch (int64 advanced indexing and float interpolation)."""
+    size_wh = (int(cols.size), int(rows.size))
+    return {
+        "panoptic": maps["panoptic"][rows][:, cols],
+        "semantic": maps["semantic"][rows][:, cols],
+        "depth": cv2.resize(np.ascontiguousarray(maps["depth"]), size_wh, interpolation=cv2.INTER_LINEAR),
+    }
 
 
 def _nearest_index(src: int, dst: int, device: torch.device) -> torch.Tensor:

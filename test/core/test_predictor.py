@@ -121,6 +121,31 @@ def test_statistics_at_network_resolution_describe_the_returned_maps(predictor: 
         s.id: s.score for s in slow.segments}, cfg=replace(saved, cpu_resolution="input"))  # fmt: skip
 
 
+@pytest.mark.parametrize("src_hw, dst_hw", [((64, 114), (1080, 1920)), ((128, 171), (300, 400)), ((37, 50), (20, 31))])
+def test_host_upsampling_equals_the_torch_path(src_hw, dst_hw) -> None:
+    """The CPU path resizes the maps with numpy/OpenCV; the GPU path with torch: same maps (ids
+    exactly, depth to float rounding), for up- and downscales and odd sizes."""
+    import torch.nn.functional as F
+
+    from panoptic_depthlab_core.predictor import _nearest_index, upsample_maps_host
+
+    rng = np.random.default_rng(1)
+    panoptic = torch.from_numpy(rng.integers(-1, 19000, src_hw)).to(torch.int64)
+    semantic = torch.from_numpy(rng.integers(0, 19, src_hw)).to(torch.int64)
+    depth = torch.from_numpy(rng.uniform(1, 80, src_hw).astype(np.float32))
+    rows, cols = _nearest_index(src_hw[0], dst_hw[0], "cpu"), _nearest_index(src_hw[1], dst_hw[1], "cpu")
+    small = {"panoptic": panoptic.to(torch.int32).numpy(), "semantic": semantic.to(torch.uint8).numpy(),
+             "depth": depth[:, :].numpy()}  # fmt: skip
+    host = upsample_maps_host(small, rows.numpy(), cols.numpy())
+    np.testing.assert_array_equal(host["panoptic"], panoptic[rows[:, None], cols[None, :]].to(torch.int32).numpy())
+    np.testing.assert_array_equal(host["semantic"], semantic[rows[:, None], cols[None, :]].to(torch.uint8).numpy())
+    want = F.interpolate(depth[None, None], size=dst_hw, mode="bilinear", align_corners=False)[0, 0].numpy()
+    assert host["depth"].dtype == np.float32 and host["depth"].shape == dst_hw
+    # the bilinear weights differ in their last float32 bits: ~1e-5 of the jump between neighbours
+    # (here random 1-80 m), i.e. below 2 mm; smooth real depth differs far less
+    np.testing.assert_allclose(host["depth"], want, rtol=0, atol=2e-5 * (80 - 1))
+
+
 @pytest.mark.parametrize(
     "image, match",
     [
