@@ -22,7 +22,7 @@ from .config import ConfigError, from_dict, load_yaml
 from .model import ModelConfig, build_model
 from .postprocess import PostprocessConfig, panoptic_postprocess
 from .preprocess import letterbox_rgb
-from .results import FrameResult
+from .results import FrameResult, NearestUpsampling, nearest_upsample
 from .runtime import BackendConfig, create_backend
 from .runtime.gpu_pipeline import PinnedStager
 from .segments import SegmentsConfig, compute_segments, compute_segments_torch
@@ -182,6 +182,7 @@ class Predictor:
         timings["postprocess"] = (t3 - t2) * 1e3
 
         scores = pan["scores"][0]
+        upsampling = None
         if not on_cpu:  # the all-GPU path: statistics where the maps are
             maps = {"panoptic": panoptic_ids.to(torch.int32), "semantic": semantic.to(torch.uint8),
                     "depth": depth_m.float()}  # fmt: skip
@@ -194,13 +195,15 @@ class Predictor:
             if on_maps is not None:
                 on_maps(FrameResult(host["panoptic"], host["semantic"], host["depth"], K=K))
         else:
+            if resized:
+                upsampling = NearestUpsampling(small["panoptic"], rows.numpy(), cols.numpy())
             if on_maps is not None:
-                on_maps(FrameResult(host["panoptic"], host["semantic"], host["depth"], K=K))
+                on_maps(FrameResult(host["panoptic"], host["semantic"], host["depth"], K=K, upsampling=upsampling))
             t4 = time.perf_counter()
             timings["to_host"] = (t4 - t3) * 1e3
             if resized and self.cfg.segments.cpu_resolution == "network":  # weighted network pixels
                 segments = compute_segments_upsampled(
-                    small["panoptic"], small["depth"], rows.numpy(), cols.numpy(),
+                    small["panoptic"], small["depth"], upsampling.rows, upsampling.cols,
                     K=K, scores=scores, cfg=self.cfg.segments,
                 )  # fmt: skip
             else:
@@ -209,7 +212,7 @@ class Predictor:
         panoptic_np, semantic_np, depth_np = host["panoptic"], host["semantic"], host["depth"]
         timings["total"] = (time.perf_counter() - t0) * 1e3
         return FrameResult(panoptic_ids=panoptic_np, semantic=semantic_np, depth_m=depth_np, segments=segments,
-                           K=K, timings_ms=timings)
+                           K=K, timings_ms=timings, upsampling=upsampling)
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
@@ -223,8 +226,8 @@ def upsample_maps_host(maps: dict[str, np.ndarray], rows: np.ndarray, cols: np.n
     here instead of ~10 ms by torch (int64 advanced indexing and float interpolation)."""
     size_wh = (int(cols.size), int(rows.size))
     return {
-        "panoptic": maps["panoptic"][rows][:, cols],
-        "semantic": maps["semantic"][rows][:, cols],
+        "panoptic": nearest_upsample(maps["panoptic"], rows, cols),
+        "semantic": nearest_upsample(maps["semantic"], rows, cols),
         "depth": cv2.resize(np.ascontiguousarray(maps["depth"]), size_wh, interpolation=cv2.INTER_LINEAR),
     }
 

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from panoptic_depthlab_core.metadata import LABEL_DIVISOR, PALETTE
-from panoptic_depthlab_core.results import Segment
+from panoptic_depthlab_core.results import NearestUpsampling, Segment
 
 _NO_DEPTH_RGB = np.array([160, 160, 160], np.uint8)  # things without a valid distance
 _JET_RANGE = (0.15, 0.9)  # part of jet used: blue .. red (the seed used 0.15 .. 1.0, a dark red)
@@ -218,12 +218,15 @@ def overlay_distance(
     segments: Sequence[Segment],
     cfg: VizConfig | None = None,
     bgr: bool = False,
+    upsampling: NearestUpsampling | None = None,
 ) -> np.ndarray:
     """The seed's distance figure: things tinted by distance with outlines and "car 12.3 m" labels,
     stuff in the Cityscapes palette, void untouched, a metre legend in the corner.
 
     ``bgr``: return the figure in BGR channel order (what a bgr8 message carries) without another
-    full-image copy."""
+    full-image copy. ``upsampling`` (``FrameResult.upsampling``): ``panoptic_ids`` is that
+    network map upsampled, so each pixel's segment is looked up on the network map and the result
+    upsampled — the same figure, at 1080p ~4 ms faster."""
     cfg = cfg or VizConfig()
     image = _check_image(image_rgb)
     ids = _check_ids(panoptic_ids, image.shape[:2])
@@ -240,7 +243,16 @@ def overlay_distance(
         colour_lut, edge_lut = colour_lut[:, ::-1], edge_lut[:, ::-1]
         image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
     small = 2 * (n + 1) <= 256
-    index = _index_map(ids, seg_ids, np.uint8 if small else np.int32)
+    index_dtype = np.uint8 if small else np.int32
+    if upsampling is not None:
+        if (upsampling.rows.size, upsampling.cols.size) != ids.shape:
+            raise ValueError(
+                f"upsampling maps to {upsampling.rows.size}x{upsampling.cols.size}, "
+                f"but panoptic_ids is {ids.shape[0]}x{ids.shape[1]}"
+            )
+        index = upsampling.upsample(_index_map(upsampling.panoptic_ids, seg_ids, index_dtype))
+    else:
+        index = _index_map(ids, seg_ids, index_dtype)
     if small:
         _mark_outlines(index, n, outlined, cfg.outline_px)
         lut_inv, lut_add = _composite_luts(colour_lut, alpha_lut, edge_lut)

@@ -332,7 +332,9 @@ class FrameMessages:
             from panoptic_depthlab_core.viz import overlay_distance
 
             cfg = viz_config(options)
-            overlay_bgr = overlay_distance(self.rgb, result.panoptic_ids, result.segments, cfg, bgr=True)
+            overlay_bgr = overlay_distance(
+                self.rgb, result.panoptic_ids, result.segments, cfg, bgr=True, upsampling=result.upsampling
+            )
             overlay = numpy_to_image_msg(overlay_bgr, "bgr8", header)
         if self._maps_step is not None:
             self._maps_step.result()  # re-raises what went wrong there, before the overlay leaves

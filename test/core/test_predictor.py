@@ -29,6 +29,18 @@ def test_outputs_have_the_input_size(predictor: Predictor, shape) -> None:
     assert result.semantic.shape == (h, w) and result.semantic.dtype == np.uint8
     assert result.depth_m.shape == (h, w) and result.depth_m.dtype == np.float32
     assert set(result.timings_ms) >= {"preprocess", "network", "postprocess", "segments", "total"}
+    for name in ("panoptic_ids", "semantic", "depth_m"):  # row-major: what messages and OpenCV expect
+        assert getattr(result, name).flags["C_CONTIGUOUS"], name
+
+
+def test_upsampling_describes_how_the_id_map_was_made(predictor: Predictor) -> None:
+    image = np.random.default_rng(3).integers(0, 256, (300, 500, 3), dtype=np.uint8)
+    result = predictor.predict(image)
+    up = result.upsampling
+    assert up is not None and up.panoptic_ids.shape == (128, 213)  # 300x500 letterboxed into 128x256
+    np.testing.assert_array_equal(up.upsample(up.panoptic_ids), result.panoptic_ids)
+    same_size = predictor.predict(np.zeros((128, 256, 3), np.uint8))
+    assert same_size.upsampling is None  # nothing was upsampled
 
 
 def test_letterbox_is_undone_exactly(predictor: Predictor) -> None:

@@ -221,3 +221,31 @@ def test_viz_overlay_same_for_any_integer_id_dtype_and_ignores_unknown_huge_ids(
     huge[ids == -1] = 2_000_000_000  # not a listed segment: stays untouched
     np.testing.assert_array_equal(overlay_distance(image, huge, segments, cfg), want)
 
+
+
+@pytest.mark.parametrize("count", [6, 150])  # the uint8 index path and the general path
+@pytest.mark.parametrize("out_hw", [(250, 333), (40, 70)])  # up- and downscaled
+def test_viz_overlay_from_the_network_map_is_the_same_figure(count, out_hw):
+    """``upsampling`` looks each segment up on the small map: exactly the full-resolution figure,
+    also with void, ids without a segment and segments absent from the map."""
+    from panoptic_depthlab_core.predictor import _nearest_index
+    from panoptic_depthlab_core.results import NearestUpsampling
+
+    rng = np.random.default_rng(count)
+    small = rng.choice(np.r_[-1, 0, 10000, 13001 + np.arange(count)], size=(60, 97)).astype(np.int32)
+    rows = _nearest_index(60, out_hw[0], "cpu").numpy()
+    cols = _nearest_index(97, out_hw[1], "cpu").numpy()
+    upsampling = NearestUpsampling(small, rows, cols)
+    ids = upsampling.upsample(small)
+    image = rng.integers(0, 256, (*out_hw, 3), dtype=np.uint8)
+    depth = rng.uniform(5, 80, out_hw).astype(np.float32)
+    segments = [s for s in compute_segments(ids, depth) if s.id != 13001]  # one id without a segment
+    segments.append(Segment(id=13999, class_id=13, class_name="car", is_thing=True, score=1.0, area=0,
+                            bbox_xywh=(0, 0, 0, 0), centroid_xy=(0, 0)))  # fmt: skip
+    for bgr in (False, True):
+        want = overlay_distance(image, ids, segments, VizConfig(), bgr=bgr)
+        got = overlay_distance(image, ids, segments, VizConfig(), bgr=bgr, upsampling=upsampling)
+        np.testing.assert_array_equal(got, want)
+    wrong = NearestUpsampling(small, rows[:-1], cols)
+    with pytest.raises(ValueError, match="upsampling maps to"):
+        overlay_distance(image, ids, segments, upsampling=wrong)
