@@ -89,6 +89,14 @@ def panoptic_to_uint16(panoptic_ids: np.ndarray) -> np.ndarray:
     return out
 
 
+def panoptic_image(result: FrameResult) -> np.ndarray:
+    """The 16UC1 panoptic image; converted on the network's map when the ids were upsampled from it
+    (``result.upsampling``): ~4x fewer pixels at 1080p, the same image."""
+    if result.upsampling is None:
+        return panoptic_to_uint16(result.panoptic_ids)
+    return result.upsampling.upsample(panoptic_to_uint16(result.upsampling.panoptic_ids))
+
+
 def depth_for_output(result: FrameResult, sky_inf: bool) -> np.ndarray:
     """float32 metres, NaN invalid; +Inf on sky pixels when ``sky_inf``."""
     depth = np.asarray(result.depth_m, dtype=np.float32)
@@ -307,7 +315,7 @@ class FrameMessages:
         if "camera_info" in wanted and self.camera_info is not None:
             self._put("camera_info", camera_info_for_output(self.camera_info, header, maps.width, maps.height))
         if "panoptic" in wanted:
-            self._put("panoptic", numpy_to_image_msg(panoptic_to_uint16(maps.panoptic_ids), "16UC1", header))
+            self._put("panoptic", numpy_to_image_msg(panoptic_image(maps), "16UC1", header))
         if "semantic" in wanted:
             self._put("semantic", numpy_to_image_msg(np.asarray(maps.semantic, dtype=np.uint8), "mono8", header))
         if "depth" in wanted:

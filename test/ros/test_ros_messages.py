@@ -184,3 +184,31 @@ def test_emit_maps_first_overlay_last_and_same_with_a_helper_thread() -> None:
     assert emitted == out and len(order) == len(set(order)) == 8 and order[-1] == "visualization"
     for name in ("panoptic", "semantic", "depth", "visualization"):
         assert bytes(serial[name].data) == bytes(out[name].data), name
+
+
+def test_upsampled_result_gives_the_same_images_from_the_network_map() -> None:
+    """With ``result.upsampling`` the panoptic image and the overlay are made on the network's map:
+    byte for byte the messages of the same result without it."""
+    from dataclasses import replace
+
+    from panoptic_depthlab_core.predictor import _nearest_index
+    from panoptic_depthlab_core.results import NearestUpsampling
+
+    small = _result()
+    rows, cols = _nearest_index(24, 50, "cpu").numpy(), _nearest_index(32, 77, "cpu").numpy()
+    upsampling = NearestUpsampling(small.panoptic_ids, rows, cols)
+    big = replace(
+        small,
+        panoptic_ids=upsampling.upsample(small.panoptic_ids),
+        semantic=upsampling.upsample(small.semantic),
+        depth_m=upsampling.upsample(small.depth_m),
+    )
+    rgb = np.random.default_rng(0).integers(0, 256, (50, 77, 3), dtype=np.uint8)
+    options = MessageOptions(outputs={"panoptic", "visualization"})
+    plain = build_messages(big, _header(), None, options, rgb=rgb)
+    fast = build_messages(replace(big, upsampling=upsampling), _header(), None, options, rgb=rgb)
+    for name in ("panoptic", "visualization"):
+        assert (fast[name].width, fast[name].height) == (77, 50)
+        assert bytes(fast[name].data) == bytes(plain[name].data), name
+    panoptic = np.frombuffer(bytes(fast["panoptic"].data), np.uint16).reshape(50, 77)
+    assert panoptic[0, 0] == 65535 and (panoptic == 13001).any()
