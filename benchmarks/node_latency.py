@@ -109,6 +109,18 @@ def _raw_stamp_sec(data: bytes, name: str) -> int:
     return int.from_bytes(data[offset : offset + 4], order, signed=True)
 
 
+PLANNER_OUTPUTS = ("detections", "detections_3d", "markers", "camera_info")
+
+
+def _outputs_suffix(outputs: tuple[str, ...]) -> str:
+    """File-name part for a subset of outputs, so runs with different outputs keep their own JSON."""
+    if set(outputs) == set(ALL_OUTPUTS):
+        return ""
+    if set(outputs) == set(PLANNER_OUTPUTS):
+        return "_planner_outputs"
+    return "_" + "-".join(sorted(outputs))
+
+
 def _percentiles(values: list[float]) -> dict[str, float]:
     arr = np.asarray(values, dtype=np.float64)
     return {
@@ -319,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         "bare_stages_p50_ms": {k: round(float(np.median(v)), 2) for k, v in sorted(bare_stages.items())},
         "host": {**machine_info(args.device), "load_average_1m_at_end": os.getloadavg()[0]},
     }
-    suffix = "_shm" if args.shm else ""
+    suffix = ("_shm" if args.shm else "") + _outputs_suffix(outputs)
     name = f"node_latency_{args.width}x{args.height}_{args.device.replace(':', '')}{suffix}.json"
     out = args.out or REPO / "benchmarks" / "results" / name
     out.parent.mkdir(parents=True, exist_ok=True)
