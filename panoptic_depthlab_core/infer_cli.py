@@ -76,8 +76,10 @@ def run(args: argparse.Namespace) -> int:
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
         result = predictor.predict(rgb, K)
         stem = path.stem
-        overlay = overlay_distance(rgb, result.panoptic_ids, result.segments, viz)
-        cv2.imwrite(str(out / f"{stem}_overlay.png"), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
+        overlay_bgr = overlay_distance(
+            rgb, result.panoptic_ids, result.segments, viz, bgr=True, upsampling=result.upsampling
+        )
+        cv2.imwrite(str(out / f"{stem}_overlay.png"), overlay_bgr)
         depth_mm = np.where(np.isfinite(result.depth_m), np.clip(result.depth_m * 1000.0, 0, 65535), 0)
         cv2.imwrite(str(out / f"{stem}_depth.png"), depth_mm.round().astype(np.uint16))
         cv2.imwrite(str(out / f"{stem}_depth_color.png"),
