@@ -191,9 +191,13 @@ class Predictor:
             timings["segments"] = (t4 - t3) * 1e3
             # async copies into reused pinned buffers, one wait; copied out before the next frame reuses them
             host = {k: v.copy() for k, v in self._stager.to_host(maps).items()}
+            if resized:  # the network's id map is small (~0.5 MB at 256x455): the host-side overlay uses it
+                upsampling = NearestUpsampling(
+                    panoptic_net.to(torch.int32).cpu().numpy(), rows.cpu().numpy(), cols.cpu().numpy()
+                )
             timings["to_host"] = (time.perf_counter() - t4) * 1e3
             if on_maps is not None:
-                on_maps(FrameResult(host["panoptic"], host["semantic"], host["depth"], K=K))
+                on_maps(FrameResult(host["panoptic"], host["semantic"], host["depth"], K=K, upsampling=upsampling))
         else:
             if resized:
                 upsampling = NearestUpsampling(small["panoptic"], rows.numpy(), cols.numpy())

@@ -79,7 +79,7 @@ class FrameResult:
     segments: list[Segment] = field(default_factory=list)
     K: np.ndarray | None = None  # 3x3 intrinsics of the input image, if known
     timings_ms: dict[str, float] = field(default_factory=dict)
-    # set when the maps were upsampled from the network's on the host (the CPU path), else None
+    # set when the maps were upsampled from the network's (a larger or smaller input), else None
     upsampling: NearestUpsampling | None = None
 
     @property

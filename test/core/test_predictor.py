@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -41,6 +43,24 @@ def test_upsampling_describes_how_the_id_map_was_made(predictor: Predictor) -> N
     np.testing.assert_array_equal(up.upsample(up.panoptic_ids), result.panoptic_ids)
     same_size = predictor.predict(np.zeros((128, 256, 3), np.uint8))
     assert same_size.upsampling is None  # nothing was upsampled
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available: the all-GPU path needs an NVIDIA GPU")
+def test_gpu_path_maps_and_upsampling_match_the_cpu_path() -> None:
+    from panoptic_depthlab_core.runtime import BackendConfig
+
+    cfg = PipelineConfig(model=SMALL, input=InputConfig(height=128, width=256))
+    torch.manual_seed(0)
+    cpu = Predictor(cfg, weights=None)
+    gpu = Predictor(cfg, weights=None, backend=BackendConfig(device="cuda"), model=copy.deepcopy(cpu.model))
+    image = np.random.default_rng(4).integers(0, 256, (300, 500, 3), dtype=np.uint8)
+    want, got = cpu.predict(image), gpu.predict(image)
+    assert got.upsampling is not None
+    np.testing.assert_array_equal(got.upsampling.rows, want.upsampling.rows)
+    np.testing.assert_array_equal(got.upsampling.cols, want.upsampling.cols)
+    np.testing.assert_array_equal(got.upsampling.upsample(got.upsampling.panoptic_ids), got.panoptic_ids)
+    # the CPU resizes the uint8 input as uint8 (within a grey level): a few pixels may differ
+    assert (got.panoptic_ids == want.panoptic_ids).mean() > 0.9
 
 
 def test_letterbox_is_undone_exactly(predictor: Predictor) -> None:
