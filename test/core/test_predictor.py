@@ -160,6 +160,7 @@ def test_host_upsampling_equals_the_torch_path(src_hw, dst_hw) -> None:
     import torch.nn.functional as F
 
     from panoptic_depthlab_core.predictor import _nearest_index, upsample_maps_host
+    from panoptic_depthlab_core.results import NearestUpsampling
 
     rng = np.random.default_rng(1)
     panoptic = torch.from_numpy(rng.integers(-1, 19000, src_hw)).to(torch.int64)
@@ -167,8 +168,8 @@ def test_host_upsampling_equals_the_torch_path(src_hw, dst_hw) -> None:
     depth = torch.from_numpy(rng.uniform(1, 80, src_hw).astype(np.float32))
     rows, cols = _nearest_index(src_hw[0], dst_hw[0], "cpu"), _nearest_index(src_hw[1], dst_hw[1], "cpu")
     small = {"panoptic": panoptic.to(torch.int32).numpy(), "semantic": semantic.to(torch.uint8).numpy(),
-             "depth": depth[:, :].numpy()}  # fmt: skip
-    host = upsample_maps_host(small, rows.numpy(), cols.numpy())
+             "depth": depth.numpy()}  # fmt: skip
+    host = upsample_maps_host(small, NearestUpsampling(small["panoptic"], rows.numpy(), cols.numpy()))
     np.testing.assert_array_equal(host["panoptic"], panoptic[rows[:, None], cols[None, :]].to(torch.int32).numpy())
     np.testing.assert_array_equal(host["semantic"], semantic[rows[:, None], cols[None, :]].to(torch.uint8).numpy())
     want = F.interpolate(depth[None, None], size=dst_hw, mode="bilinear", align_corners=False)[0, 0].numpy()
