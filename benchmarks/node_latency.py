@@ -3,7 +3,8 @@
 Starts ``panoptic_depthlab_node`` in its own process, publishes the same frames one at a time
 (waiting for the outputs, so nothing is dropped) and measures publish -> last subscribed output
 received; after each frame the bare ``Predictor.predict`` runs on the same frame in this process
-(on a worker thread, as in the node). The node
+(on a worker thread, as in the node), making the same full-resolution maps as the node does for
+the subscribed outputs (and once more with all of them, for reference). The node
 overhead is the difference of the medians; the target is <= 5 % of inference time at 1080p with
 the shared-memory Fast DDS profile (``--shm``, used by both processes).
 
@@ -90,9 +91,9 @@ def _params_yaml(args: argparse.Namespace, path: Path) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def _timed_predict(predictor, rgb: np.ndarray, K: np.ndarray) -> tuple[float, dict[str, float]]:
+def _timed_predict(predictor, rgb: np.ndarray, K: np.ndarray, maps=None) -> tuple[float, dict[str, float]]:
     t0 = time.perf_counter()
-    result = predictor.predict(rgb, K)
+    result = predictor.predict(rgb, K, maps=maps)
     return (time.perf_counter() - t0) * 1e3, dict(result.timings_ms)
 
 
@@ -228,32 +229,35 @@ def main(argv: list[str] | None = None) -> int:
     info.header.frame_id = "camera_optical"
     # The bare Predictor, same parameters, measured on the same frames interleaved with the node's
     # (the node is idle meanwhile), so both see the same machine load.
+    from panoptic_depthlab_ros.messages import maps_needed
     from panoptic_depthlab_ros.params import NodeParams
-    from panoptic_depthlab_ros.processing import load_predictor
+    from panoptic_depthlab_ros.processing import load_predictor, message_options
 
     retention = retain_freed_memory()  # what the node does on configure (retain_freed_memory: true)
 
     # One persistent worker thread does every torch call (load, warm-up, predict), as in the node:
     # a second thread running torch ops makes two OpenMP teams compete (network 104 vs 61 ms here).
     worker = ThreadPoolExecutor(max_workers=1)
-    predictor = worker.submit(
-        load_predictor,
-        NodeParams(
-            model_config=args.model_config,
-            weights=args.weights,
-            device=args.device,
-            backend=args.backend,
-            precision=args.precision,
-            input_height=args.input_height,
-            input_width=args.input_width,
-        ),
-    ).result()
+    node_params = NodeParams(
+        model_config=args.model_config,
+        weights=args.weights,
+        device=args.device,
+        backend=args.backend,
+        precision=args.precision,
+        input_height=args.input_height,
+        input_width=args.input_width,
+        include_stuff_detections=True,
+    )
+    predictor = worker.submit(load_predictor, node_params).result()
+    # the same work as the node: it only makes the full-resolution maps its subscribed outputs read
+    node_maps = maps_needed(message_options(node_params, frozenset(outputs)))
     K = np.array(info.k, dtype=np.float64).reshape(3, 3)
     worker.submit(predictor.warmup, 2).result()
     node_ms: list[float] = []
     per_output_ms: dict[str, list[float]] = {n: [] for n in outputs}
     publish_calls_ms: list[float] = []
     bare_ms: list[float] = []
+    bare_all_maps_ms: list[float] = []
     bare_stages: dict[str, list[float]] = {}
     try:
         deadline = time.monotonic() + 600
@@ -280,13 +284,15 @@ def main(argv: list[str] | None = None) -> int:
                 done = [arrivals.get(k) for k in wanted]
             if not complete:
                 raise SystemExit(f"no outputs for frame {i + 1}:\n{(tmp / 'node.log').read_text()[-3000:]}")
-            bare, stages = worker.submit(_timed_predict, predictor, frames[i % len(frames)], K).result()
+            bare, stages = worker.submit(_timed_predict, predictor, frames[i % len(frames)], K, node_maps).result()
+            bare_all_maps, _ = worker.submit(_timed_predict, predictor, frames[i % len(frames)], K).result()
             if i >= 3:
                 node_ms.append((max(done) - t0) * 1e3)
                 publish_calls_ms.append(publish_call_ms)
                 for name, arrived_at in zip(outputs, done, strict=True):
                     per_output_ms[name].append((arrived_at - t0) * 1e3)
                 bare_ms.append(bare)
+                bare_all_maps_ms.append(bare_all_maps)
                 for stage, ms in stages.items():
                     bare_stages.setdefault(stage, []).append(ms)
         time.sleep(1.5)  # one more /diagnostics message with every frame in it
@@ -319,7 +325,11 @@ def main(argv: list[str] | None = None) -> int:
         "retain_freed_memory": retention.detail,
         "node_publish_to_outputs": node_stats,
         "node_publish_to_output_median_ms": {n: round(float(np.median(v)), 2) for n, v in per_output_ms.items()},
+        # predict(maps=...) with the maps the node makes for these outputs: the target's baseline
+        "bare_predictor_maps": sorted(node_maps),
         "bare_predictor": bare_stats,
+        # predict() with every map at the input resolution (its default), for reference
+        "bare_predictor_all_maps": _percentiles(bare_all_maps_ms),
         # the latency above starts before this process's publish() of the input image, so it
         # includes the (Python) camera side serialising ~6 MB: its own median, for attribution
         "input_publish_call_median_ms": round(float(np.median(publish_calls_ms)), 2),

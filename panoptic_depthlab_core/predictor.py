@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +32,8 @@ from .weights import load_model_weights
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
 DEFAULT_CONFIG = DEFAULT_MODEL_DIR / "model.yaml"
 DEFAULT_WEIGHTS = DEFAULT_MODEL_DIR / "model.safetensors"
+# The dense maps a FrameResult can carry at the input resolution (``Predictor.predict(maps=...)``).
+DENSE_MAPS: frozenset[str] = frozenset({"panoptic", "semantic", "depth"})
 
 
 @dataclass
@@ -136,13 +138,23 @@ class Predictor:
     # ----------------------------------------------------------------------------- pipeline steps
     @torch.inference_mode()
     def predict(self, image: np.ndarray | torch.Tensor, K: np.ndarray | None = None,
-                on_maps: Callable[[FrameResult], None] | None = None) -> FrameResult:
+                on_maps: Callable[[FrameResult], None] | None = None,
+                maps: Collection[str] | None = None) -> FrameResult:
         """``on_maps(maps)``, if given, is called with the dense maps (a FrameResult without
         segments) as soon as they are on the host: on the CPU before the per-segment statistics, so
         the node publishes the images and prepares the overlay meanwhile (on a GPU the statistics
-        run on the device first; they are fast there)."""
+        run on the device first; they are fast there).
+
+        ``maps``: the dense maps the caller uses at the input resolution, of ``DENSE_MAPS`` (None =
+        all). When the input was resized, the others are not made and are None in the result — the
+        segments, the overlay and the 16UC1 image come from the network's map (``upsampling``), so
+        a caller that only reads detections skips ~18 MB of maps per 1080p frame (and, on a GPU,
+        their copy to the host)."""
         check_rgb_image(image)
         K = check_intrinsics(K)
+        wanted = DENSE_MAPS if maps is None else frozenset(maps)
+        if not wanted <= DENSE_MAPS:
+            raise ValueError(f"unknown maps {sorted(wanted - DENSE_MAPS)}; known: {', '.join(sorted(DENSE_MAPS))}")
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         height, width = image.shape[:2]
@@ -173,10 +185,10 @@ class Predictor:
             host = small
             if resized:
                 upsampling = NearestUpsampling(small["panoptic"], rows.numpy(), cols.numpy())
-                host = upsample_maps_host(small, upsampling)
-        elif resized:
+                host = upsample_maps_host(small, upsampling, wanted)
+        elif resized:  # the statistics run on the full-resolution id and depth maps here
             panoptic_ids = panoptic_net[rows[:, None], cols[None, :]]
-            semantic = semantic_net[rows[:, None], cols[None, :]]
+            semantic = semantic_net[rows[:, None], cols[None, :]] if "semantic" in wanted else None
             depth_m = F.interpolate(depth_net[None, None], size=(height, width), mode="bilinear",
                                     align_corners=False)[0, 0]
         else:
@@ -187,13 +199,17 @@ class Predictor:
 
         scores = pan["scores"][0]
         if not on_cpu:  # the all-GPU path: statistics where the maps are
-            maps = {"panoptic": panoptic_ids.to(torch.int32), "semantic": semantic.to(torch.uint8),
-                    "depth": depth_m.float()}  # fmt: skip
+            device_maps = {"panoptic": panoptic_ids.to(torch.int32), "depth": depth_m.float()}
+            if semantic is not None:
+                device_maps["semantic"] = semantic.to(torch.uint8)
+            if resized:  # only what the caller reads leaves the device
+                device_maps = {k: v for k, v in device_maps.items() if k in wanted}
             segments = compute_segments_torch(panoptic_ids, depth_m, K=K, scores=scores, cfg=self.cfg.segments)
             t4 = time.perf_counter()
             timings["segments"] = (t4 - t3) * 1e3
             # async copies into reused pinned buffers, one wait; copied out before the next frame reuses them
-            host = {k: v.copy() for k, v in self._stager.to_host(maps).items()}
+            host = {k: v.copy() for k, v in self._stager.to_host(device_maps).items()}
+            host = {k: host.get(k) for k in DENSE_MAPS}
             if resized:  # the network's id map is small (~0.5 MB at 256x455): the host-side overlay uses it
                 upsampling = NearestUpsampling(
                     panoptic_net.to(torch.int32).cpu().numpy(), rows.cpu().numpy(), cols.cpu().numpy()
@@ -224,16 +240,19 @@ class Predictor:
             torch.cuda.synchronize(self.device)
 
 
-def upsample_maps_host(maps: dict[str, np.ndarray], upsampling: NearestUpsampling) -> dict[str, np.ndarray]:
-    """Network-resolution maps (panoptic int32, semantic uint8, depth float32) -> the same maps at
-    the input resolution: ids nearest by ``upsampling``'s index, depth bilinear with half-pixel
-    centres (as ``F.interpolate(..., align_corners=False)`` on the GPU path). At 1920x1080 ~3 ms
-    here instead of ~10 ms by torch (int64 advanced indexing and float interpolation)."""
+def upsample_maps_host(maps: dict[str, np.ndarray], upsampling: NearestUpsampling,
+                       names: Collection[str] = DENSE_MAPS) -> dict[str, np.ndarray | None]:
+    """Network-resolution maps (panoptic int32, semantic uint8, depth float32) -> the maps named in
+    ``names`` at the input resolution (the others None): ids nearest by ``upsampling``'s index,
+    depth bilinear with half-pixel centres (as ``F.interpolate(..., align_corners=False)`` on the
+    GPU path). At 1920x1080 all three take ~2 ms here instead of ~10 ms by torch."""
     size_wh = (int(upsampling.cols.size), int(upsampling.rows.size))
     return {
-        "panoptic": upsampling.upsample(maps["panoptic"]),
-        "semantic": upsampling.upsample(maps["semantic"]),
-        "depth": cv2.resize(np.ascontiguousarray(maps["depth"]), size_wh, interpolation=cv2.INTER_LINEAR),
+        "panoptic": upsampling.upsample(maps["panoptic"]) if "panoptic" in names else None,
+        "semantic": upsampling.upsample(maps["semantic"]) if "semantic" in names else None,
+        "depth": cv2.resize(np.ascontiguousarray(maps["depth"]), size_wh, interpolation=cv2.INTER_LINEAR)
+        if "depth" in names
+        else None,
     }
 
 

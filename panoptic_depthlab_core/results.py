@@ -71,11 +71,14 @@ def nearest_upsample(small: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> n
 
 @dataclass
 class FrameResult:
-    """Dense outputs at the input image resolution plus the segment list."""
+    """Dense outputs at the input image resolution plus the segment list.
 
-    panoptic_ids: np.ndarray  # int32 [H, W], class*1000+instance, -1 void
-    semantic: np.ndarray  # uint8 [H, W], train ids, 255 void
-    depth_m: np.ndarray  # float32 [H, W], metres along z; NaN where invalid
+    A map is None only when the caller did not ask for it (``Predictor.predict(maps=...)``) and the
+    input was resized; ``upsampling`` is set then and gives the size."""
+
+    panoptic_ids: np.ndarray | None  # int32 [H, W], class*1000+instance, -1 void
+    semantic: np.ndarray | None  # uint8 [H, W], train ids, 255 void
+    depth_m: np.ndarray | None  # float32 [H, W], metres along z; NaN where invalid
     segments: list[Segment] = field(default_factory=list)
     K: np.ndarray | None = None  # 3x3 intrinsics of the input image, if known
     timings_ms: dict[str, float] = field(default_factory=dict)
@@ -83,9 +86,19 @@ class FrameResult:
     upsampling: NearestUpsampling | None = None
 
     @property
+    def size_hw(self) -> tuple[int, int]:
+        """(height, width) of the input image."""
+        for dense in (self.panoptic_ids, self.semantic, self.depth_m):
+            if dense is not None:
+                return int(dense.shape[0]), int(dense.shape[1])
+        if self.upsampling is None:
+            raise ValueError("a FrameResult without maps needs its upsampling (the input size)")
+        return int(self.upsampling.rows.size), int(self.upsampling.cols.size)
+
+    @property
     def height(self) -> int:
-        return int(self.panoptic_ids.shape[0])
+        return self.size_hw[0]
 
     @property
     def width(self) -> int:
-        return int(self.panoptic_ids.shape[1])
+        return self.size_hw[1]

@@ -66,6 +66,20 @@ class MessageOptions:
         self.outputs = frozenset(self.outputs)
 
 
+def maps_needed(options: MessageOptions) -> frozenset[str]:
+    """The dense maps (``Predictor.predict(maps=...)``) the wanted outputs read at the input
+    resolution. The 16UC1 panoptic image and the overlay are made from the network's id map
+    (``FrameResult.upsampling``) when the input was resized, so they need none; a planner that
+    only takes detections then costs no full-resolution map at all."""
+    outputs = options.outputs
+    needed = set()
+    if "semantic" in outputs or ("depth" in outputs and options.depth_sky_inf):
+        needed.add("semantic")
+    if "depth" in outputs:
+        needed.add("depth")
+    return frozenset(needed)
+
+
 def output_header(header: Any, frame_id: str = "") -> Any:
     """The header every output carries: the input's, with frame_id replaced when asked."""
     if not frame_id:

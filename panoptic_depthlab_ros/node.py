@@ -30,6 +30,7 @@ from visualization_msgs.msg import MarkerArray
 
 from panoptic_depthlab_ros import messages as msgs
 from panoptic_depthlab_ros.image_conversion import MessageConversionError, camera_info_to_K
+from panoptic_depthlab_ros.image_publisher import ImagePublisher
 from panoptic_depthlab_ros.params import (
     CONFIGURE_TIME_PARAMETERS,
     POSTPROCESS_PARAMETERS,
@@ -132,6 +133,7 @@ class PanopticDepthLabNode(LifecycleNode):
         self._out_pubs: dict[str, Any] = {}
         self._label_info_pub = None
         self._publish_lock = threading.Lock()  # held while publishing and while tearing publishers down
+        self._image_publishing_warned: set[str] = set()
         self._image_sub = None
         self._image_sub_key: tuple[str, ReliabilityPolicy] | None = None
         self._info_sub = None
@@ -240,7 +242,10 @@ class PanopticDepthLabNode(LifecycleNode):
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         with self._publish_lock:
             for name, msg_type in OUTPUT_TYPES.items():
-                self._out_pubs[name] = self.create_publisher(msg_type, msgs.OUTPUT_TOPICS[name], OUTPUT_QOS)
+                pub = self.create_publisher(msg_type, msgs.OUTPUT_TOPICS[name], OUTPUT_QOS)
+                if msg_type is Image:  # the big ones: published with the GIL released where possible
+                    pub = ImagePublisher(pub, self.params.serialized_image_publishing, self._warn_image_publishing)
+                self._out_pubs[name] = pub
             self._label_info_pub = self.create_publisher(LabelInfo, "~/label_info", latched_qos_profile())
         self._publish_label_info()
         self._running = True
@@ -298,7 +303,7 @@ class PanopticDepthLabNode(LifecycleNode):
         with self._publish_lock:
             for pub in list(self._out_pubs.values()) + [self._label_info_pub]:
                 if pub is not None:
-                    self.destroy_publisher(pub)
+                    self.destroy_publisher(getattr(pub, "publisher", pub))
             self._out_pubs = {}
             self._label_info_pub = None
 
@@ -380,6 +385,12 @@ class PanopticDepthLabNode(LifecycleNode):
             counted = True
         self._camera_info, self._camera_info_counted = msg, counted
 
+    def _warn_image_publishing(self, reason: str) -> None:
+        """Once per reason: why the images go out through rclpy's ordinary publish."""
+        if reason not in self._image_publishing_warned:
+            self._image_publishing_warned.add(reason)
+            self.get_logger().warning(f"serialized_image_publishing: {reason}; images go out through rclpy's publish")
+
     def _reject(self, reason: str, text: str) -> None:
         """Count a rejected input by reason and log it, at most once per throttle period per reason."""
         self.stats.reject(reason)
@@ -445,7 +456,8 @@ class PanopticDepthLabNode(LifecycleNode):
                     stopped = True
                 publish_s += time.perf_counter() - t0
 
-        frame = processor.process(msg, camera_info, message_options(params, wanted), emit=publish)
+        options = message_options(params, wanted)
+        frame = processor.process(msg, camera_info, options, emit=publish, only_needed_maps=True)
         if frame.camera_info_error is not None and not self._camera_info_counted:
             self._camera_info_counted = True  # once per CameraInfo message, not once per frame
             self._reject(frame.camera_info_error.reason, f"camera_info: {frame.camera_info_error}")

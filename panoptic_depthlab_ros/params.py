@@ -125,6 +125,13 @@ _SPECS: dict[str, tuple[Any, str, Any]] = {
         (0.05, 10.0),
     ),
     "error_log_throttle_s": (5.0, "Minimum seconds between error logs of the same reason.", (0.0, 3600.0)),
+    "serialized_image_publishing": (
+        True,
+        "Publish the output images as CDR bytes through rcl with Python's GIL released, so the "
+        "statistics keep running meanwhile (1080p, all outputs, 2 cores: 149 -> 139 ms); false = "
+        "rclpy's publish. Falls back to it by itself where rcl's function cannot be found.",
+        None,
+    ),
 }
 
 # Read only in on_configure: changing them later takes effect at the next configure.
@@ -139,6 +146,7 @@ CONFIGURE_TIME_PARAMETERS: frozenset[str] = frozenset(
         "input_width",
         "warmup_iterations",
         "retain_freed_memory",
+        "serialized_image_publishing",
     }
 )
 
@@ -193,6 +201,7 @@ class NodeParams:
     diagnostics_period_s: float = 1.0
     graph_check_period_s: float = 0.5
     error_log_throttle_s: float = 5.0
+    serialized_image_publishing: bool = True
 
     def postprocess_overrides(self) -> dict[str, Any]:
         """The post-processing values set here; the others keep the model config's (tuned per model)."""

@@ -26,7 +26,7 @@ from panoptic_depthlab_ros.image_conversion import (
     compressed_msg_to_rgb,
     image_msg_to_rgb,
 )
-from panoptic_depthlab_ros.messages import FrameMessages, MessageOptions
+from panoptic_depthlab_ros.messages import FrameMessages, MessageOptions, maps_needed
 from panoptic_depthlab_ros.params import NodeParams
 
 
@@ -151,10 +151,13 @@ class FrameProcessor:
         camera_info: Any = None,
         options: MessageOptions | None = None,
         emit: Callable[[str, Any], None] | None = None,
+        only_needed_maps: bool = False,
     ) -> ProcessedFrame:
         """Decode, infer, build messages. Raises ImageConversionError for a bad image; any
         CameraInfo problem is returned in ``camera_info_error`` and only the 3D outputs are skipped.
-        ``emit(name, message)`` is called as each message is ready (see ``FrameMessages``)."""
+        ``emit(name, message)`` is called as each message is ready (see ``FrameMessages``).
+        ``only_needed_maps``: the result keeps only the full-resolution maps the messages read
+        (``maps_needed``; the live node), not every map (an evaluation reads them all)."""
         options = options or self.options
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
@@ -175,7 +178,8 @@ class FrameProcessor:
         info_for_output = camera_info if K is not None else None
         # the images leave from the helper thread while the per-segment statistics are computed
         builder = FrameMessages(image_msg.header, info_for_output, options, overlay_rgb, self._maps_pool, emit)
-        result = self.predictor.predict(rgb, K, on_maps=builder.add_maps)
+        maps = maps_needed(options) if only_needed_maps else None
+        result = self.predictor.predict(rgb, K, on_maps=builder.add_maps, maps=maps)
         t2 = time.perf_counter()
         for stage, value in result.timings_ms.items():
             if stage != "total":

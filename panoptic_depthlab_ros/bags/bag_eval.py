@@ -268,6 +268,7 @@ class BagEvaluator:
         from tqdm import tqdm
 
         from panoptic_depthlab_core.eval.evaluator import Evaluator
+        from panoptic_depthlab_ros.image_publisher import serialize_image
         from panoptic_depthlab_ros.messages import label_info
 
         from .common import (
@@ -368,7 +369,9 @@ class BagEvaluator:
                     )
                     wrote_label_info = True
                 for name, msg in processed.messages.items():
-                    writer.write(out_topics[name], msgtype_of(msg), frame.log_time_ns, serialize_message(msg))
+                    # images: one copy, zeroed padding (so the same input gives the same bag bytes)
+                    raw = memoryview(serialize_image(msg)) if isinstance(msg, Image) else serialize_message(msg)
+                    writer.write(out_topics[name], msgtype_of(msg), frame.log_time_ns, raw)
                 row: dict[str, Any] = {
                     "index": frame.index,
                     "stamp_ns": frame.stamp_ns,

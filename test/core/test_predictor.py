@@ -45,6 +45,34 @@ def test_upsampling_describes_how_the_id_map_was_made(predictor: Predictor) -> N
     assert same_size.upsampling is None  # nothing was upsampled
 
 
+@pytest.mark.parametrize("maps", [(), ("depth",), ("semantic", "depth"), ("panoptic",)])
+def test_only_the_asked_maps_are_made_when_resized(predictor: Predictor, maps) -> None:
+    """``maps=``: the others are None, the asked ones and the segments are those of a full call."""
+    K = np.array([[400.0, 0, 250], [0, 400.0, 150], [0, 0, 1]])
+    image = np.random.default_rng(6).integers(0, 256, (300, 500, 3), dtype=np.uint8)
+    full = predictor.predict(image, K)
+    handed = []
+    part = predictor.predict(image, K, on_maps=handed.append, maps=maps)
+    assert part.segments == full.segments and part.segments
+    assert (part.height, part.width) == (300, 500) == (handed[0].height, handed[0].width)
+    np.testing.assert_array_equal(part.upsampling.panoptic_ids, full.upsampling.panoptic_ids)
+    for name, field_name in (("panoptic", "panoptic_ids"), ("semantic", "semantic"), ("depth", "depth_m")):
+        for got in (part, handed[0]):
+            if name in maps:
+                np.testing.assert_array_equal(getattr(got, field_name), getattr(full, field_name))
+            else:
+                assert getattr(got, field_name) is None, name
+
+
+def test_maps_at_the_network_size_are_always_all_there(predictor: Predictor) -> None:
+    """Nothing to resize, nothing to save: every map comes back, whatever was asked."""
+    result = predictor.predict(np.zeros((128, 256, 3), np.uint8), maps=())
+    assert result.upsampling is None
+    assert all(m is not None and m.shape == (128, 256) for m in (result.panoptic_ids, result.semantic, result.depth_m))
+    with pytest.raises(ValueError, match=r"unknown maps \['overlay'\]"):
+        predictor.predict(np.zeros((128, 256, 3), np.uint8), maps=("depth", "overlay"))
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available: the all-GPU path needs an NVIDIA GPU")
 def test_gpu_path_maps_and_upsampling_match_the_cpu_path() -> None:
     from panoptic_depthlab_core.runtime import BackendConfig
@@ -61,6 +89,10 @@ def test_gpu_path_maps_and_upsampling_match_the_cpu_path() -> None:
     np.testing.assert_array_equal(got.upsampling.upsample(got.upsampling.panoptic_ids), got.panoptic_ids)
     # the CPU resizes the uint8 input as uint8 (within a grey level): a few pixels may differ
     assert (got.panoptic_ids == want.panoptic_ids).mean() > 0.9
+    depth_only = gpu.predict(image, maps=("depth",))  # the other maps never leave the device
+    assert depth_only.panoptic_ids is None and depth_only.semantic is None
+    np.testing.assert_array_equal(depth_only.depth_m, got.depth_m)
+    assert depth_only.segments == got.segments
 
 
 def test_letterbox_is_undone_exactly(predictor: Predictor) -> None:

@@ -246,6 +246,12 @@ def test_viz_overlay_from_the_network_map_is_the_same_figure(count, out_hw):
         want = overlay_distance(image, ids, segments, VizConfig(), bgr=bgr)
         got = overlay_distance(image, ids, segments, VizConfig(), bgr=bgr, upsampling=upsampling)
         np.testing.assert_array_equal(got, want)
+        # the full-resolution ids need not exist at all (Predictor.predict(maps=...) left them out)
+        np.testing.assert_array_equal(overlay_distance(image, None, segments, bgr=bgr, upsampling=upsampling), want)
     wrong = NearestUpsampling(small, rows[:-1], cols)
     with pytest.raises(ValueError, match="upsampling maps to"):
         overlay_distance(image, ids, segments, upsampling=wrong)
+    with pytest.raises(ValueError, match="upsampling maps to"):
+        overlay_distance(image, None, segments, upsampling=wrong)
+    with pytest.raises(ValueError, match="needs panoptic_ids or the upsampling"):
+        overlay_distance(image, None, segments)

@@ -21,6 +21,7 @@ from panoptic_depthlab_ros.messages import (  # noqa: E402
     MessageOptions,
     build_messages,
     label_info,
+    maps_needed,
     panoptic_to_uint16,
 )
 
@@ -212,3 +213,49 @@ def test_upsampled_result_gives_the_same_images_from_the_network_map() -> None:
         assert bytes(fast[name].data) == bytes(plain[name].data), name
     panoptic = np.frombuffer(bytes(fast["panoptic"].data), np.uint16).reshape(50, 77)
     assert panoptic[0, 0] == 65535 and (panoptic == 13001).any()
+
+
+@pytest.mark.parametrize(
+    "outputs, sky_inf, needed",
+    [
+        ({"detections", "detections_3d", "markers", "camera_info"}, False, set()),
+        ({"panoptic", "visualization"}, False, set()),
+        ({"semantic"}, False, {"semantic"}),
+        ({"depth"}, False, {"depth"}),
+        ({"depth"}, True, {"semantic", "depth"}),
+        (set(OUTPUT_NAMES), False, {"semantic", "depth"}),
+    ],
+)
+def test_only_the_maps_the_outputs_read_are_made(outputs, sky_inf, needed) -> None:
+    """A result made with ``maps_needed`` (the rest None, as the Predictor leaves them) gives byte
+    for byte the messages of a full result."""
+    from dataclasses import replace
+
+    from panoptic_depthlab_core.predictor import _nearest_index
+    from panoptic_depthlab_core.results import NearestUpsampling
+
+    options = MessageOptions(outputs=outputs, depth_sky_inf=sky_inf)
+    assert maps_needed(options) == needed
+    small = _result()
+    upsampling = NearestUpsampling(small.panoptic_ids, _nearest_index(24, 50, "cpu").numpy(),
+                                   _nearest_index(32, 77, "cpu").numpy())  # fmt: skip
+    full = replace(small, panoptic_ids=upsampling.upsample(small.panoptic_ids), semantic=upsampling.upsample(
+        small.semantic), depth_m=upsampling.upsample(small.depth_m), upsampling=upsampling)  # fmt: skip
+    part = replace(
+        full,
+        panoptic_ids=None,
+        semantic=full.semantic if "semantic" in needed else None,
+        depth_m=full.depth_m if "depth" in needed else None,
+    )
+    info = CameraInfo(width=77, height=50)
+    info.k = [100.0, 0, 38, 0, 100.0, 25, 0, 0, 1]
+    rgb = np.random.default_rng(1).integers(0, 256, (50, 77, 3), dtype=np.uint8)
+    want = build_messages(full, _header(), info, options, rgb=rgb)
+    got = build_messages(part, _header(), info, options, rgb=rgb)
+    assert set(got) == set(want) == outputs
+    for name in outputs:
+        if hasattr(want[name], "data"):
+            assert (got[name].width, got[name].height) == (77, 50)
+            assert bytes(got[name].data) == bytes(want[name].data), name
+        else:
+            assert got[name] == want[name], name

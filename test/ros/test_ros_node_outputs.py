@@ -166,6 +166,34 @@ def test_detection3d_distances_equal_predictor(outputs, pdl_node, pdl_publishers
     }
 
 
+def test_output_images_equal_the_predictors_maps(outputs, pdl_node, pdl_publishers, pdl_weights):
+    """The images leave through the GIL-free serialised path (no fallback warning in the log) and
+    carry the Predictor's maps for the same frame: 640x480 from a 128x256 network, so the node
+    makes only the maps they read and takes the rest from the network's map."""
+    from panoptic_depthlab_ros.messages import panoptic_to_uint16
+    from panoptic_depthlab_ros.params import NodeParams
+    from panoptic_depthlab_ros.processing import intrinsics_for, load_predictor
+
+    info = make_camera_info(640, 480)
+    image = send_frame(outputs, pdl_publishers, pdl_node, 640, 480, 210, IMAGE_OUTPUTS, info=info)
+    assert "serialized_image_publishing" not in pdl_node.log()
+    predictor = load_predictor(
+        NodeParams(model_config=str(SMALL_MODEL), weights=str(pdl_weights), input_height=128, input_width=256)
+    )
+    result = predictor.predict(image_pixels(image), intrinsics_for(info, 640, 480))
+    got = {name: by_stamp(outputs, name, 210) for name in IMAGE_OUTPUTS}
+    for name, msg in got.items():
+        assert (msg.width, msg.height, msg.header.frame_id) == (640, 480, "camera_optical"), name
+    panoptic = np.frombuffer(bytes(got["panoptic"].data), np.uint16).reshape(480, 640)
+    semantic = np.frombuffer(bytes(got["semantic"].data), np.uint8).reshape(480, 640)
+    depth = np.frombuffer(bytes(got["depth"].data), np.float32).reshape(480, 640)
+    # another process, maybe other torch threads: a border pixel may flip where logits nearly tie
+    assert (panoptic == panoptic_to_uint16(result.panoptic_ids)).mean() > 0.999
+    assert (semantic == result.semantic).mean() > 0.999
+    np.testing.assert_allclose(depth, result.depth_m, rtol=1e-4, atol=1e-4)
+    assert len(got["visualization"].data) == 480 * 640 * 3
+
+
 def test_outputs_1920x1080(outputs, pdl_node, pdl_publishers):
     send_frame(
         outputs,
