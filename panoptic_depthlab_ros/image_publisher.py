@@ -127,6 +127,26 @@ def _rcl_functions() -> tuple[Any, Any] | None:
         return _RCL_FUNCTIONS[0]
 
 
+def _probe_image() -> Any:
+    """A small Image whose CDR has no alignment padding (string lengths chosen for it), so its
+    bytes can be compared exactly with what the active rmw's serializer writes."""
+    from sensor_msgs.msg import Image
+
+    probe = Image(height=1, width=1, encoding="rgba16", is_bigendian=0, step=8, data=bytes(range(1, 9)))
+    probe.header.frame_id = "abc"
+    probe.header.stamp.sec, probe.header.stamp.nanosec = 1234567, 89
+    return probe
+
+
+def _serializer_matches_rmw() -> bool:
+    """Whether ``serialize_image`` writes what this process's rmw does (XCDR1 little-endian for
+    Fast DDS and Cyclone DDS); another representation would make subscribers misread the bytes."""
+    from rclpy.serialization import serialize_message
+
+    probe = _probe_image()
+    return serialize_image(probe).tobytes() == serialize_message(probe)
+
+
 class ImagePublisher:
     """Wraps an rclpy publisher of sensor_msgs/Image; ``publish(msg)`` with the GIL released.
 
@@ -146,6 +166,8 @@ class ImagePublisher:
             self._unavailable("rcl_publish_serialized_message not found (or a big-endian host)")
         elif not hasattr(publisher.handle, "pointer"):
             self._unavailable("this rclpy does not expose the rcl publisher's address")
+        elif not _serializer_matches_rmw():
+            self._unavailable("this rmw serializes sensor_msgs/Image differently")
         self.gil_free = self.unavailable_reason is None
 
     def _unavailable(self, reason: str) -> None:

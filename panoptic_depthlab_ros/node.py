@@ -497,6 +497,7 @@ class PanopticDepthLabNode(LifecycleNode):
             "precision": params.precision,
             "input_topic": self.resolve_topic_name(self._image_topic()),
             "input_reliability": self._effective_reliability(),
+            "image_publishing": self._image_publishing(),
             "input_rate_hz": f"{snap['input_rate_hz']:.2f}",
             "output_rate_hz": f"{snap['output_rate_hz']:.2f}",
             "frames_received": str(snap["received"]),
@@ -515,6 +516,14 @@ class PanopticDepthLabNode(LifecycleNode):
         array.header.stamp = self.get_clock().now().to_msg()
         array.status = [status]
         self._diag_pub.publish(array)
+
+    def _image_publishing(self) -> str:
+        """How the output images leave: serialized with the GIL released, or rclpy's publish (why)."""
+        image_pubs = [p for p in list(self._out_pubs.values()) if isinstance(p, ImagePublisher)]
+        if not image_pubs:
+            return "(no publishers)"
+        fallback = next((p.unavailable_reason for p in image_pubs if not p.gil_free), None)
+        return "serialized, GIL released" if fallback is None else f"rclpy publish ({fallback})"
 
     def _effective_reliability(self) -> str:
         if self._image_sub_key is None:

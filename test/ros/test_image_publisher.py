@@ -102,6 +102,26 @@ def test_published_images_arrive_unchanged(rclpy_context, gil_free) -> None:
         assert got == want
 
 
+def test_the_probe_has_no_padding_and_matches_this_rmw() -> None:
+    """The start-up check compares exact bytes, so its probe must need no alignment padding."""
+    from panoptic_depthlab_ros.image_publisher import _probe_image, _serializer_matches_rmw
+
+    probe = _probe_image()
+    assert (len(probe.header.frame_id) + 1) % 4 == 0 and (len(probe.encoding) + 1 + 1) % 4 == 0
+    assert _serializer_matches_rmw()
+
+
+def test_a_different_rmw_serialization_falls_back(monkeypatch) -> None:
+    """Where the rmw's bytes differ from ours (another CDR representation), rclpy's publish is used."""
+    import panoptic_depthlab_ros.image_publisher as module
+
+    monkeypatch.setattr(module, "_serializer_matches_rmw", lambda: False)
+    warnings: list[str] = []
+    plain = types.SimpleNamespace(handle=types.SimpleNamespace(pointer=1), publish=lambda msg: None)
+    publisher = ImagePublisher(plain, gil_free=True, warn=warnings.append)
+    assert not publisher.gil_free and warnings == ["this rmw serializes sensor_msgs/Image differently"]
+
+
 def test_without_the_rcl_publisher_address_it_falls_back_and_says_why() -> None:
     """An rclpy whose publisher handle has no ``pointer``: ordinary publish, one warning."""
     published: list[object] = []

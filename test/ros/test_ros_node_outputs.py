@@ -177,6 +177,7 @@ def test_output_images_equal_the_predictors_maps(outputs, pdl_node, pdl_publishe
     info = make_camera_info(640, 480)
     image = send_frame(outputs, pdl_publishers, pdl_node, 640, 480, 210, IMAGE_OUTPUTS, info=info)
     assert "serialized_image_publishing" not in pdl_node.log()
+    assert latest_diagnostics(outputs, pdl_node.fqn)["image_publishing"] == "serialized, GIL released"
     predictor = load_predictor(
         NodeParams(model_config=str(SMALL_MODEL), weights=str(pdl_weights), input_height=128, input_width=256)
     )
