@@ -146,7 +146,8 @@ class Predictor:
         run on the device first; they are fast there).
 
         ``maps``: the dense maps the caller uses at the input resolution, of ``DENSE_MAPS`` (None =
-        all). When the input was resized, the others are not made and are None in the result — the
+        all). When the input was resized, the others are not made (None in the result) unless the
+        statistics need them (``cpu_resolution: input`` on the CPU, or on a GPU) — the
         segments, the overlay and the 16UC1 image come from the network's map (``upsampling``), so
         a caller that only reads detections skips ~18 MB of maps per 1080p frame (and, on a GPU,
         their copy to the host)."""
@@ -185,7 +186,10 @@ class Predictor:
             host = small
             if resized:
                 upsampling = NearestUpsampling(small["panoptic"], rows.numpy(), cols.numpy())
-                host = upsample_maps_host(small, upsampling, wanted)
+                made = wanted  # statistics per input pixel (cpu_resolution "input") need the ids and depth
+                if self.cfg.segments.cpu_resolution != "network":
+                    made = wanted | {"panoptic", "depth"}
+                host = upsample_maps_host(small, upsampling, made)
         elif resized:  # the statistics run on the full-resolution id and depth maps here
             panoptic_ids = panoptic_net[rows[:, None], cols[None, :]]
             semantic = semantic_net[rows[:, None], cols[None, :]] if "semantic" in wanted else None

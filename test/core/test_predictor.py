@@ -64,6 +64,22 @@ def test_only_the_asked_maps_are_made_when_resized(predictor: Predictor, maps) -
                 assert getattr(got, field_name) is None, name
 
 
+def test_per_input_pixel_statistics_still_get_their_maps(predictor: Predictor) -> None:
+    """``cpu_resolution: input`` computes on the full-resolution ids and depth, asked for or not."""
+    from dataclasses import replace
+
+    K = np.array([[400.0, 0, 250], [0, 400.0, 150], [0, 0, 1]])
+    image = np.random.default_rng(7).integers(0, 256, (300, 500, 3), dtype=np.uint8)
+    saved = predictor.cfg.segments
+    try:
+        predictor.cfg.segments = replace(saved, cpu_resolution="input")
+        full, part = predictor.predict(image, K), predictor.predict(image, K, maps=())
+    finally:
+        predictor.cfg.segments = saved
+    assert part.segments == full.segments and part.segments
+    assert part.semantic is None
+
+
 def test_maps_at_the_network_size_are_always_all_there(predictor: Predictor) -> None:
     """Nothing to resize, nothing to save: every map comes back, whatever was asked."""
     result = predictor.predict(np.zeros((128, 256, 3), np.uint8), maps=())
