@@ -233,7 +233,7 @@ def overlay_distance(
         raise ValueError("overlay_distance needs panoptic_ids or the upsampling that makes them")
     ids_hw = image.shape[:2]
     if panoptic_ids is not None:
-        ids_hw = _check_ids(panoptic_ids, image.shape[:2]).shape
+        _check_ids(panoptic_ids, ids_hw)
     segs = sorted(segments, key=lambda s: s.id)
     seg_ids = np.array([s.id for s in segs], np.int64)
     if len(np.unique(seg_ids)) != len(seg_ids):

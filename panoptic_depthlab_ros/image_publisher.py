@@ -5,14 +5,15 @@ it and Fast DDS copying it out — ~3-4 ms per 1080p image here. The node publis
 per frame from a helper thread while its worker computes the per-segment statistics, so those
 statistics waited on the GIL (16 -> ~30 ms in the node). Here the message is serialised (CDR, the
 bytes of ``rclpy.serialization.serialize_message`` with the alignment padding zeroed) into one
-buffer and handed to
-``rcl_publish_serialized_message`` through ctypes, which releases the GIL during foreign calls.
+buffer and handed to ``rcl_publish_serialized_message`` through ctypes, which releases the GIL
+during foreign calls.
 
 Only the documented rcl C API is used (``rcl_publish_serialized_message`` and the
 ``rcl_serialized_message_t`` struct, unchanged since ROS 2 Dashing) with the publisher's own
 ``rcl_publisher_t`` (``Publisher.handle.pointer``). Where any of it is missing (no librcl found,
-an rclpy without ``pointer``, a big-endian host) or a call fails, ``ImagePublisher`` uses the
-ordinary ``publish`` — never a lost message.
+an rclpy without ``pointer``, a big-endian host), the rmw serializes differently (checked once
+on a probe image) or a call fails, ``ImagePublisher`` uses the ordinary ``publish`` — never a
+lost message.
 """
 
 from __future__ import annotations

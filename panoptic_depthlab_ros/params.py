@@ -129,7 +129,8 @@ _SPECS: dict[str, tuple[Any, str, Any]] = {
         True,
         "Publish the output images as CDR bytes through rcl with Python's GIL released, so the "
         "statistics keep running meanwhile (1080p, all outputs, 2 cores: 149 -> 139 ms); false = "
-        "rclpy's publish. Falls back to it by itself where rcl's function cannot be found.",
+        "rclpy's publish. Falls back to it by itself (with a warning) where rcl's function cannot be "
+        "found or the rmw serializes an Image differently.",
         None,
     ),
 }
