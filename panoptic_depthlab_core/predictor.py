@@ -142,8 +142,8 @@ class Predictor:
                 maps: Collection[str] | None = None) -> FrameResult:
         """``on_maps(maps)``, if given, is called with the dense maps (a FrameResult without
         segments) as soon as they are on the host: on the CPU before the per-segment statistics, so
-        the node publishes the images and prepares the overlay meanwhile (on a GPU the statistics
-        run on the device first; they are fast there).
+        the node publishes the images meanwhile (on a GPU the statistics run on the device first;
+        they are fast there).
 
         ``maps``: the dense maps the caller uses at the input resolution, of ``DENSE_MAPS`` (None =
         all). When the input was resized, the others are not made (None in the result) unless the
