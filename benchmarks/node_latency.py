@@ -8,6 +8,11 @@ the subscribed outputs (and once more with all of them, for reference). The node
 overhead is the difference of the medians; the target is <= 5 % of inference time at 1080p with
 the shared-memory Fast DDS profile (``--shm``, used by both processes).
 
+After each frame the same image also goes to ``image_echo.py``, a third process that takes it as
+the node does and answers with its header at once: the transport floor (camera publish, transfer,
+take, one small message back) that any node in another process pays, so the JSON also says how
+much of the overhead is the node's own work.
+
     .venv/bin/python benchmarks/node_latency.py --shm --frames 20 --device cuda
 
 Writes JSON to benchmarks/results/. Uses ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST and a domain id
@@ -111,6 +116,7 @@ def _raw_stamp_sec(data: bytes, name: str) -> int:
 
 
 PLANNER_OUTPUTS = ("detections", "detections_3d", "markers", "camera_info")
+ECHO_IMAGE, ECHO_REPLY = "/bench_echo/image", "/bench_echo/header"
 
 
 def _outputs_suffix(outputs: tuple[str, ...]) -> str:
@@ -145,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import QoSProfile
     from sensor_msgs.msg import CameraInfo, Image
+    from std_msgs.msg import Header
 
     from panoptic_depthlab_ros.node import OUTPUT_TYPES as types
 
@@ -169,6 +176,15 @@ def main(argv: list[str] | None = None) -> int:
         ],
         env=env,
         stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=str(REPO),
+    )
+    echo_log = open(tmp / "echo.log", "w")  # noqa: SIM115 - closed below
+    echo_proc = subprocess.Popen(
+        [sys.executable, str(REPO / "benchmarks" / "image_echo.py")]
+        + ["--image-topic", ECHO_IMAGE, "--reply-topic", ECHO_REPLY],
+        env=env,
+        stdout=echo_log,
         stderr=subprocess.STDOUT,
         cwd=str(REPO),
     )
@@ -210,6 +226,16 @@ def main(argv: list[str] | None = None) -> int:
                         node_stages[kv.key[len("latency_") : -len("_p50_ms")]] = float(kv.value)
 
     client.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, QoSProfile(depth=5))
+
+    def on_echo(msg) -> None:
+        now = time.perf_counter()
+        stamp_sec = _raw_stamp_sec(msg, "header") if raw else int(msg.stamp.sec)
+        with arrived:
+            arrivals[("echo", stamp_sec)] = now
+            arrived.notify_all()
+
+    client.create_subscription(Header, ECHO_REPLY, on_echo, QoSProfile(depth=5), raw=raw)
+    echo_pub = client.create_publisher(Image, ECHO_IMAGE, QoSProfile(depth=1))
     image_pub = client.create_publisher(Image, "/bench/image", QoSProfile(depth=1))
     info_pub = client.create_publisher(CameraInfo, "/bench/camera_info", QoSProfile(depth=1))
     stop = False
@@ -256,16 +282,22 @@ def main(argv: list[str] | None = None) -> int:
     node_ms: list[float] = []
     per_output_ms: dict[str, list[float]] = {n: [] for n in outputs}
     publish_calls_ms: list[float] = []
+    echo_ms: list[float] = []
     bare_ms: list[float] = []
     bare_all_maps_ms: list[float] = []
     bare_stages: dict[str, list[float]] = {}
     try:
         deadline = time.monotonic() + 600
-        while image_pub.get_subscription_count() == 0 or any(
-            client.count_publishers(f"/bench_node/{n}") == 0 for n in outputs
+        while (
+            image_pub.get_subscription_count() == 0
+            or any(client.count_publishers(f"/bench_node/{n}") == 0 for n in outputs)
+            or echo_pub.get_subscription_count() == 0
+            or client.count_publishers(ECHO_REPLY) == 0
         ):
             if node_proc.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit(f"node did not come up:\n{(tmp / 'node.log').read_text()[-3000:]}")
+            if echo_proc.poll() is not None:
+                raise SystemExit(f"image_echo.py did not come up:\n{(tmp / 'echo.log').read_text()[-3000:]}")
             time.sleep(0.1)
         time.sleep(1.0)
         info_pub.publish(info)
@@ -286,6 +318,13 @@ def main(argv: list[str] | None = None) -> int:
                 raise SystemExit(f"no outputs for frame {i + 1}:\n{(tmp / 'node.log').read_text()[-3000:]}")
             bare, stages = worker.submit(_timed_predict, predictor, frames[i % len(frames)], K, node_maps).result()
             bare_all_maps, _ = worker.submit(_timed_predict, predictor, frames[i % len(frames)], K).result()
+            # the same image through a process that only takes it and answers: the transport floor
+            t0_echo = time.perf_counter()
+            echo_pub.publish(msg)
+            with arrived:
+                if not arrived.wait_for(lambda key=("echo", i + 1): key in arrivals, timeout=60):
+                    raise SystemExit(f"no answer from image_echo.py for frame {i + 1}")
+                echo_done = arrivals[("echo", i + 1)]
             if i >= 3:
                 node_ms.append((max(done) - t0) * 1e3)
                 publish_calls_ms.append(publish_call_ms)
@@ -293,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
                     per_output_ms[name].append((arrived_at - t0) * 1e3)
                 bare_ms.append(bare)
                 bare_all_maps_ms.append(bare_all_maps)
+                echo_ms.append((echo_done - t0_echo) * 1e3)
                 for stage, ms in stages.items():
                     bare_stages.setdefault(stage, []).append(ms)
         time.sleep(1.5)  # one more /diagnostics message with every frame in it
@@ -304,12 +344,20 @@ def main(argv: list[str] | None = None) -> int:
             node_proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             node_proc.kill()
+        echo_proc.send_signal(2)
+        try:
+            echo_proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            echo_proc.kill()
         log.close()
+        echo_log.close()
         client.destroy_node()
         rclpy.try_shutdown()
 
     node_stats, bare_stats = _percentiles(node_ms), _percentiles(bare_ms)
     overhead_ms = node_stats["median_ms"] - bare_stats["median_ms"]
+    echo_stats = _percentiles(echo_ms)
+    own_ms = overhead_ms - echo_stats["median_ms"]
     report = {
         "benchmark": "node_latency",
         "image": f"{args.width}x{args.height} rgb8",
@@ -335,7 +383,16 @@ def main(argv: list[str] | None = None) -> int:
         "input_publish_call_median_ms": round(float(np.median(publish_calls_ms)), 2),
         "node_overhead_median_ms": overhead_ms,
         "node_overhead_pct_of_inference": 100.0 * overhead_ms / bare_stats["median_ms"],
+        # the same per frame (node minus bare on the same image, measured back to back): less
+        # sensitive to the machine drifting between the two medians
+        "node_overhead_paired_median_ms": float(np.median(np.subtract(node_ms, bare_ms))),
         "target_pct": 5.0,
+        # publish -> answer from image_echo.py (takes the image as the node does, answers with its
+        # header): the part of the overhead that is transport, not the node's work
+        "transport_floor": echo_stats,
+        "transport_floor_pct_of_inference": 100.0 * echo_stats["median_ms"] / bare_stats["median_ms"],
+        "node_own_overhead_median_ms": own_ms,
+        "node_own_overhead_pct_of_inference": 100.0 * own_ms / bare_stats["median_ms"],
         # inside the node (p50 over its recent frames, warm-up included): where the time goes
         "node_stages_p50_ms": dict(sorted(node_stages.items())),
         "bare_stages_p50_ms": {k: round(float(np.median(v)), 2) for k, v in sorted(bare_stages.items())},
