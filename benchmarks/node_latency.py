@@ -3,8 +3,8 @@
 Starts ``panoptic_depthlab_node`` in its own process, publishes the same frames one at a time
 (waiting for the outputs, so nothing is dropped) and measures publish -> last subscribed output
 received; after each frame the bare ``Predictor.predict`` runs on the same frame in this process
-(on a worker thread, as in the node), making the same full-resolution maps as the node does for
-the subscribed outputs (and once more with all of them, for reference). The node
+(on a worker thread, as in the node), making the same full-resolution maps and stuff segments as
+the node does for the subscribed outputs (and once more with all of them, for reference). The node
 overhead is the difference of the medians; the target is <= 5 % of inference time at 1080p with
 the shared-memory Fast DDS profile (``--shm``, used by both processes).
 
@@ -56,6 +56,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--backend", default="torch")
     p.add_argument("--precision", default="fp32")
     p.add_argument("--outputs", default=",".join(ALL_OUTPUTS), help="outputs to subscribe (comma-separated)")
+    p.add_argument(
+        "--include-stuff-detections",
+        action="store_true",
+        help="the node parameter: stuff segments become detections/markers too (default off, as the node)",
+    )
     p.add_argument("--shm", action="store_true", help="use config/fastdds_shm.xml in both processes")
     p.add_argument(
         "--subscriber",
@@ -88,7 +93,7 @@ def _params_yaml(args: argparse.Namespace, path: Path) -> None:
         "input_height": args.input_height,
         "input_width": args.input_width,
         "warmup_iterations": 2,
-        "include_stuff_detections": True,
+        "include_stuff_detections": args.include_stuff_detections,
     }
     lines = ["/**:", "  ros__parameters:"]
     for key, value in values.items():
@@ -96,9 +101,11 @@ def _params_yaml(args: argparse.Namespace, path: Path) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def _timed_predict(predictor, rgb: np.ndarray, K: np.ndarray, maps=None) -> tuple[float, dict[str, float]]:
+def _timed_predict(
+    predictor, rgb: np.ndarray, K: np.ndarray, maps=None, stuff_segments: str = "full"
+) -> tuple[float, dict[str, float]]:
     t0 = time.perf_counter()
-    result = predictor.predict(rgb, K, maps=maps)
+    result = predictor.predict(rgb, K, maps=maps, stuff_segments=stuff_segments)
     return (time.perf_counter() - t0) * 1e3, dict(result.timings_ms)
 
 
@@ -247,15 +254,17 @@ def main(argv: list[str] | None = None) -> int:
     spinner = threading.Thread(target=spin, daemon=True)
     spinner.start()
 
-    rng = np.random.default_rng(0)
-    frames = [rng.integers(0, 255, (args.height, args.width, 3), dtype=np.uint8) for _ in range(4)]
+    # synthetic street scenes (the shipped model's domain: cars, people, road, sky), ~2 s each to render
+    from panoptic_depthlab_core.data.synthetic.render import render_frame
+
+    frames = [np.ascontiguousarray(render_frame(seed, 0, (args.height, args.width)).rgb) for seed in range(4)]
     f = 0.8 * args.width
     info = CameraInfo(width=args.width, height=args.height)
     info.k = [f, 0.0, args.width / 2, 0.0, f, args.height / 2, 0.0, 0.0, 1.0]
     info.header.frame_id = "camera_optical"
     # The bare Predictor, same parameters, measured on the same frames interleaved with the node's
     # (the node is idle meanwhile), so both see the same machine load.
-    from panoptic_depthlab_ros.messages import maps_needed
+    from panoptic_depthlab_ros.messages import maps_needed, stuff_segments_needed
     from panoptic_depthlab_ros.params import NodeParams
     from panoptic_depthlab_ros.processing import load_predictor, message_options
 
@@ -272,11 +281,12 @@ def main(argv: list[str] | None = None) -> int:
         precision=args.precision,
         input_height=args.input_height,
         input_width=args.input_width,
-        include_stuff_detections=True,
+        include_stuff_detections=args.include_stuff_detections,
     )
     predictor = worker.submit(load_predictor, node_params).result()
     # the same work as the node: it only makes the full-resolution maps its subscribed outputs read
-    node_maps = maps_needed(message_options(node_params, frozenset(outputs)))
+    node_options = message_options(node_params, frozenset(outputs))
+    node_maps, node_stuff = maps_needed(node_options), stuff_segments_needed(node_options)
     K = np.array(info.k, dtype=np.float64).reshape(3, 3)
     worker.submit(predictor.warmup, 2).result()
     node_ms: list[float] = []
@@ -316,7 +326,9 @@ def main(argv: list[str] | None = None) -> int:
                 done = [arrivals.get(k) for k in wanted]
             if not complete:
                 raise SystemExit(f"no outputs for frame {i + 1}:\n{(tmp / 'node.log').read_text()[-3000:]}")
-            bare, stages = worker.submit(_timed_predict, predictor, frames[i % len(frames)], K, node_maps).result()
+            bare, stages = worker.submit(
+                _timed_predict, predictor, frames[i % len(frames)], K, node_maps, node_stuff
+            ).result()
             bare_all_maps, _ = worker.submit(_timed_predict, predictor, frames[i % len(frames)], K).result()
             # the same image through a process that only takes it and answers: the transport floor
             t0_echo = time.perf_counter()
@@ -363,6 +375,8 @@ def main(argv: list[str] | None = None) -> int:
         "image": f"{args.width}x{args.height} rgb8",
         "frames": args.frames,
         "outputs": list(outputs),
+        "frames_source": "synthetic street scenes (render_frame seeds 0-3)",
+        "include_stuff_detections": args.include_stuff_detections,
         "shm_profile": args.shm,
         "subscriber": args.subscriber,
         "device": args.device,
@@ -375,8 +389,9 @@ def main(argv: list[str] | None = None) -> int:
         "node_publish_to_output_median_ms": {n: round(float(np.median(v)), 2) for n, v in per_output_ms.items()},
         # predict(maps=...) with the maps the node makes for these outputs: the target's baseline
         "bare_predictor_maps": sorted(node_maps),
+        "bare_predictor_stuff_segments": node_stuff,
         "bare_predictor": bare_stats,
-        # predict() with every map at the input resolution (its default), for reference
+        # predict() with every map at the input resolution and every statistic (its defaults), for reference
         "bare_predictor_all_maps": _percentiles(bare_all_maps_ms),
         # the latency above starts before this process's publish() of the input image, so it
         # includes the (Python) camera side serialising ~6 MB: its own median, for attribution
@@ -399,6 +414,7 @@ def main(argv: list[str] | None = None) -> int:
         "host": {**machine_info(args.device), "load_average_1m_at_end": os.getloadavg()[0]},
     }
     suffix = ("_shm" if args.shm else "") + _outputs_suffix(outputs)
+    suffix += "_stuff_detections" if args.include_stuff_detections else ""
     name = f"node_latency_{args.width}x{args.height}_{args.device.replace(':', '')}{suffix}.json"
     out = args.out or REPO / "benchmarks" / "results" / name
     out.parent.mkdir(parents=True, exist_ok=True)

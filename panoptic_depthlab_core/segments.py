@@ -6,7 +6,7 @@ from partitioning its own run around the ranks they need (linear time; a frame h
 hundred segments). With more than ``_GROUPED_MAX_SEGMENTS`` segments, one sort of packed
 (segment, value) keys per quantity and ``ufunc.at`` reductions are used instead; both give the
 same order statistics. No Python loop over pixels. Depth statistics only use pixels with valid
-depth (finite, within [min_depth_m, max_depth_m]).
+depth (finite, within [min_depth_m, max_depth_m]); with ``stuff_depth`` off, only things get them.
 
 Choices:
 - ``distance_m`` is the configured statistic of the z-depth (metres along the optical axis), like
@@ -47,6 +47,10 @@ class SegmentsConfig:
     max_depth_m: float = 80.0
     extent_percentiles: tuple[float, float] = (5.0, 95.0)
     include_stuff: bool = True
+    # False: stuff segments keep area, box and centroid but get no depth statistics (NaN distance,
+    # no 3D). Stuff (road, sky, buildings) is most of a frame's pixels, so this is most of the
+    # statistics' time; an overlay that fills stuff by class and labels only things needs no more.
+    stuff_depth: bool = True
     thing_ids: tuple[int, ...] = THING_TRAIN_IDS
     label_divisor: int = LABEL_DIVISOR
     void_label: int = -1
@@ -191,6 +195,9 @@ def compute_segments(
     position = extent = None
     if depth is not None:
         d, valid = _valid_depth(depth, pix, cfg)
+        with_depth = _segments_with_depth(seg_ids, cfg)
+        if with_depth is not None:
+            valid &= np.repeat(with_depth, area)  # pixels are grouped by segment here
         # still grouped by segment after dropping invalid pixels
         n_valid = np.add.reduceat(valid, starts, dtype=np.int64)
         v_start = np.cumsum(n_valid) - n_valid
@@ -239,6 +246,14 @@ def _checked_inputs(panoptic_ids, depth_m, K, scores) -> tuple[np.ndarray, np.nd
 def _nan_stats(s: int) -> dict[str, np.ndarray]:
     """The depth statistics of s segments before any depth is known (all NaN)."""
     return {k: np.full(s, np.nan) for k in ("mean", "median", "trimmed_mean", "p10")}
+
+
+def _segments_with_depth(seg_ids: np.ndarray, cfg: SegmentsConfig) -> np.ndarray | None:
+    """Per segment, whether it gets depth statistics: None when all do; else only things
+    (``stuff_depth`` off)."""
+    if cfg.stuff_depth:
+        return None
+    return np.isin(seg_ids // cfg.label_divisor, cfg.thing_ids)
 
 
 def _valid_depth(depth: np.ndarray, pix: np.ndarray, cfg: SegmentsConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -354,6 +369,9 @@ def _segments_sorted(pix, seg_ids, idx, area, w, h, depth, K, scores, cfg, class
     position = extent = None
     if depth is not None:
         d, valid = _valid_depth(depth, pix, cfg)
+        with_depth = _segments_with_depth(seg_ids, cfg)
+        if with_depth is not None:
+            valid &= with_depth[idx]
         v_idx, v_d = idx[valid], d[valid]
         n_valid = np.bincount(v_idx, minlength=s)
         start = np.concatenate(([0], np.cumsum(n_valid)[:-1]))
@@ -510,6 +528,9 @@ def compute_segments_torch(
     if depth_m is not None:
         d = depth_m.reshape(-1)[pix].float()
         valid = torch.isfinite(d) & (d >= cfg.min_depth_m) & (d <= cfg.max_depth_m)
+        if not cfg.stuff_depth:  # depth statistics for things only
+            things = torch.tensor(list(cfg.thing_ids), device=device, dtype=torch.long)
+            valid &= torch.isin(seg_ids // cfg.label_divisor, things)[idx]
         v_idx, v_d = idx[valid], d[valid]
         n_valid = torch.bincount(v_idx, minlength=s)
         start = torch.cumsum(n_valid, 0) - n_valid

@@ -30,6 +30,7 @@ from panoptic_depthlab_core.segments import (
     _assemble,
     _checked_inputs,
     _nan_stats,
+    _segments_with_depth,
     _select_pixels,
     _valid_depth,
 )
@@ -110,6 +111,9 @@ def compute_segments_upsampled(
     position = extent = None
     if depth is not None:
         d, valid = _valid_depth(depth, pix, cfg)
+        with_depth = _segments_with_depth(seg_ids, cfg)
+        if with_depth is not None:
+            valid &= with_depth[idx]
         n_valid = np.add.reduceat(np.where(valid, weight, 0), starts)
         if n_valid.any():
             blocks = (x_first[c] + x_last[c]) / 2.0, (y_first[r] + y_last[r]) / 2.0, sum_x, sum_y

@@ -80,6 +80,18 @@ def maps_needed(options: MessageOptions) -> frozenset[str]:
     return frozenset(needed)
 
 
+def stuff_segments_needed(options: MessageOptions) -> str:
+    """How much of the stuff segments the wanted outputs read (``Predictor.predict(stuff_segments=...)``):
+    "full" when stuff becomes detections and markers; "no_depth" for the overlay alone, which fills
+    stuff by class and labels only things; else "none" (detections of things need no stuff at all,
+    and stuff's depth statistics are most of the statistics' time)."""
+    if options.include_stuff_detections and options.outputs & {"detections", "detections_3d", "markers"}:
+        return "full"
+    if "visualization" in options.outputs:
+        return "no_depth"
+    return "none"
+
+
 def output_header(header: Any, frame_id: str = "") -> Any:
     """The header every output carries: the input's, with frame_id replaced when asked."""
     if not frame_id:

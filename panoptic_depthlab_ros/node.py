@@ -457,7 +457,7 @@ class PanopticDepthLabNode(LifecycleNode):
                 publish_s += time.perf_counter() - t0
 
         options = message_options(params, wanted)
-        frame = processor.process(msg, camera_info, options, emit=publish, only_needed_maps=True)
+        frame = processor.process(msg, camera_info, options, emit=publish, only_needed=True)
         if frame.camera_info_error is not None and not self._camera_info_counted:
             self._camera_info_counted = True  # once per CameraInfo message, not once per frame
             self._reject(frame.camera_info_error.reason, f"camera_info: {frame.camera_info_error}")

@@ -101,7 +101,11 @@ _SPECS: dict[str, tuple[Any, str, Any]] = {
     "publish_markers": (True, "Publish ~/markers (visualization_msgs/MarkerArray; needs K).", None),
     "publish_label_info": (True, "Publish ~/label_info (vision_msgs/LabelInfo, transient_local).", None),
     "publish_camera_info": (True, "Publish ~/camera_info matching the output images.", None),
-    "include_stuff_detections": (False, "Also emit detections/markers for stuff segments.", None),
+    "include_stuff_detections": (
+        False,
+        "Also emit detections/markers for stuff segments (off: stuff gets no depth statistics, most of their time).",
+        None,
+    ),
     "marker_boxes": (True, "Add a wire-frame box marker per detection.", None),
     "marker_text_size_m": (0.6, "Height of the text markers (m).", (0.01, 10.0)),
     "depth_sky_inf": (False, "Write +Inf for sky pixels in ~/depth (REP 117).", None),

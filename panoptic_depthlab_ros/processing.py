@@ -26,7 +26,7 @@ from panoptic_depthlab_ros.image_conversion import (
     compressed_msg_to_rgb,
     image_msg_to_rgb,
 )
-from panoptic_depthlab_ros.messages import FrameMessages, MessageOptions, maps_needed
+from panoptic_depthlab_ros.messages import FrameMessages, MessageOptions, maps_needed, stuff_segments_needed
 from panoptic_depthlab_ros.params import NodeParams
 
 
@@ -151,13 +151,14 @@ class FrameProcessor:
         camera_info: Any = None,
         options: MessageOptions | None = None,
         emit: Callable[[str, Any], None] | None = None,
-        only_needed_maps: bool = False,
+        only_needed: bool = False,
     ) -> ProcessedFrame:
         """Decode, infer, build messages. Raises ImageConversionError for a bad image; any
         CameraInfo problem is returned in ``camera_info_error`` and only the 3D outputs are skipped.
         ``emit(name, message)`` is called as each message is ready (see ``FrameMessages``).
-        ``only_needed_maps``: the result keeps only the full-resolution maps the messages read
-        (``maps_needed``; the live node), not every map (an evaluation reads them all)."""
+        ``only_needed``: the result keeps only the full-resolution maps and the stuff segments the
+        messages read (``maps_needed``, ``stuff_segments_needed``; the live node), not all of them
+        (an evaluation reads them all)."""
         options = options or self.options
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
@@ -178,8 +179,9 @@ class FrameProcessor:
         info_for_output = camera_info if K is not None else None
         # the images leave from the helper thread while the per-segment statistics are computed
         builder = FrameMessages(image_msg.header, info_for_output, options, overlay_rgb, self._maps_pool, emit)
-        maps = maps_needed(options) if only_needed_maps else None
-        result = self.predictor.predict(rgb, K, on_maps=builder.add_maps, maps=maps)
+        maps = maps_needed(options) if only_needed else None
+        stuff = stuff_segments_needed(options) if only_needed else "full"
+        result = self.predictor.predict(rgb, K, on_maps=builder.add_maps, maps=maps, stuff_segments=stuff)
         t2 = time.perf_counter()
         for stage, value in result.timings_ms.items():
             if stage != "total":

@@ -80,6 +80,37 @@ def test_per_input_pixel_statistics_still_get_their_maps(predictor: Predictor) -
     assert part.semantic is None
 
 
+@pytest.mark.parametrize("shape", [(540, 960), (256, 512)])
+def test_stuff_segments_narrow_only_the_stuff(shape) -> None:
+    """``stuff_segments``: "none" = the things of a full call; "no_depth" = every segment of it, the
+    stuff without depth statistics (network-resolution statistics, and the same-size path). The
+    shipped model on a synthetic street, so there are cars and stuff."""
+    import math
+
+    import cv2
+
+    from panoptic_depthlab_core.data.synthetic.render import render_frame
+
+    predictor = Predictor.from_config()
+    image = cv2.resize(render_frame(0, 0, (256, 512)).rgb, (shape[1], shape[0]), interpolation=cv2.INTER_AREA)
+    K = np.array([[400.0, 0, shape[1] / 2], [0, 400.0, shape[0] / 2], [0, 0, 1]])
+    full = predictor.predict(image, K)
+    assert any(s.is_thing for s in full.segments) and any(not s.is_thing for s in full.segments)
+    things = predictor.predict(image, K, stuff_segments="none")
+    assert things.segments == [s for s in full.segments if s.is_thing]
+    no_depth = predictor.predict(image, K, stuff_segments="no_depth")
+    assert [s.id for s in no_depth.segments] == [s.id for s in full.segments]
+    for got, want in zip(no_depth.segments, full.segments, strict=True):
+        if want.is_thing:
+            assert got == want
+        else:
+            assert (got.area, got.bbox_xywh, got.centroid_xy) == (want.area, want.bbox_xywh, want.centroid_xy)
+            assert math.isnan(got.distance_m) and got.position_xyz_m is None and got.valid_depth_pixels == 0
+    assert predictor.cfg.segments.stuff_depth and predictor.cfg.segments.include_stuff  # config untouched
+    with pytest.raises(ValueError, match="stuff_segments must be one of full, no_depth, none, got 'things'"):
+        predictor.predict(image, K, stuff_segments="things")
+
+
 def test_maps_at_the_network_size_are_always_all_there(predictor: Predictor) -> None:
     """Nothing to resize, nothing to save: every map comes back, whatever was asked."""
     result = predictor.predict(np.zeros((128, 256, 3), np.uint8), maps=())

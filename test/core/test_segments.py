@@ -334,3 +334,37 @@ def test_sparse_huge_ids_are_described_too():
     assert [s.id for s in things] == [13001]
     small = np.array([[-1, 32767, 32767], [0, 0, -1]], np.int16)  # 32767 - (-1) overflows int16
     assert [(s.id, s.area) for s in compute_segments(small)] == [(0, 2), (32767, 2)]
+
+
+# --- stuff without depth statistics (SegmentsConfig.stuff_depth=False) -----------------------------
+
+
+def _assert_stuff_without_depth(got, full) -> None:
+    """Same segments and geometry; things keep every statistic, stuff has none of depth."""
+    assert [s.id for s in got] == [s.id for s in full]
+    assert any(s.is_thing for s in full) and any(not s.is_thing for s in full)
+    for g, f in zip(got, full, strict=True):
+        assert (g.area, g.bbox_xywh, g.centroid_xy, g.is_thing) == (f.area, f.bbox_xywh, f.centroid_xy, f.is_thing)
+        if f.is_thing:
+            _assert_same_segments([g], [f])
+        else:
+            assert g.valid_depth_pixels == 0 and g.position_xyz_m is None and g.extent_xyz_m is None
+            assert all(math.isnan(v) for v in (g.distance_m, g.depth_mean_m, g.depth_median_m, g.depth_p10_m))
+
+
+@pytest.mark.parametrize("path", ["grouped", "sorted", "torch"])
+@pytest.mark.parametrize("with_k", [False, True])
+def test_stuff_without_depth_keeps_geometry_and_the_things_statistics(path, with_k, monkeypatch):
+    from panoptic_depthlab_core import segments as segments_module
+
+    ids, depth = _random_scene(5)
+    k = K if with_k else None
+    full = compute_segments(ids, depth, K=k)
+    cfg = SegmentsConfig(stuff_depth=False)
+    if path == "torch":
+        got = segments_module.compute_segments_torch(torch.from_numpy(ids), torch.from_numpy(depth), K=k, cfg=cfg)
+    else:
+        if path == "sorted":
+            monkeypatch.setattr(segments_module, "_GROUPED_MAX_SEGMENTS", 0)
+        got = compute_segments(ids, depth, K=k, cfg=cfg)
+    _assert_stuff_without_depth(got, full)

@@ -147,3 +147,21 @@ def test_random_maps_sizes_and_validity():
         want = compute_segments(_upsample(ids, rows, cols), _upsample(depth, rows, cols), K=K, cfg=cfg)
         max_block = (int(nearest_blocks(rows, h)[0].max()), int(nearest_blocks(cols, w)[0].max()))
         _check_equal(got, want, max_block, K)
+
+
+def test_stuff_without_depth_from_the_network_maps():
+    """stuff_depth off: stuff keeps its (exact) geometry and loses its depth statistics; things are
+    as with every statistic on."""
+    ids, depth = _maps(3)
+    rows, cols = _nearest_index(9, 40), _nearest_index(13, 57)
+    K = np.array([[50.0, 0.0, 28.0], [0.0, 45.0, 20.0], [0.0, 0.0, 1.0]])
+    full = compute_segments_upsampled(ids, depth, rows, cols, K=K)
+    got = compute_segments_upsampled(ids, depth, rows, cols, K=K, cfg=SegmentsConfig(stuff_depth=False))
+    assert any(s.is_thing for s in full) and any(not s.is_thing and s.valid_depth_pixels for s in full)
+    assert [s.id for s in got] == [s.id for s in full]
+    for g, f in zip(got, full, strict=True):
+        assert (g.area, g.bbox_xywh, g.centroid_xy) == (f.area, f.bbox_xywh, f.centroid_xy)
+        if f.is_thing:
+            _check_equal([g], [f], (1, 1), K)
+        else:
+            assert g.valid_depth_pixels == 0 and math.isnan(g.distance_m) and g.position_xyz_m is None

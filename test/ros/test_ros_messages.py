@@ -23,6 +23,7 @@ from panoptic_depthlab_ros.messages import (  # noqa: E402
     label_info,
     maps_needed,
     panoptic_to_uint16,
+    stuff_segments_needed,
 )
 
 K = np.array([[100.0, 0, 16], [0, 100.0, 12], [0, 0, 1]])
@@ -256,6 +257,47 @@ def test_only_the_maps_the_outputs_read_are_made(outputs, sky_inf, needed) -> No
     for name in outputs:
         if hasattr(want[name], "data"):
             assert (got[name].width, got[name].height) == (77, 50)
+            assert bytes(got[name].data) == bytes(want[name].data), name
+        else:
+            assert got[name] == want[name], name
+
+
+PLANNER = {"detections", "detections_3d", "markers", "camera_info"}
+
+
+@pytest.mark.parametrize(
+    "outputs, include_stuff, needed",
+    [
+        (PLANNER, False, "none"),
+        (PLANNER, True, "full"),
+        ({"visualization"}, False, "no_depth"),
+        ({"visualization", "panoptic"}, True, "no_depth"),  # stuff detections asked, none subscribed
+        (set(OUTPUT_NAMES), False, "no_depth"),
+        (set(OUTPUT_NAMES), True, "full"),
+    ],
+)
+def test_only_the_stuff_the_outputs_read_is_described(outputs, include_stuff, needed) -> None:
+    """A result whose stuff segments were narrowed as ``stuff_segments_needed`` says (none, or no
+    depth statistics, as the Predictor makes them) gives the messages of a full result."""
+    from dataclasses import replace
+
+    options = MessageOptions(outputs=outputs, include_stuff_detections=include_stuff)
+    assert stuff_segments_needed(options) == needed
+    full = _result()
+    if needed == "none":
+        segments = [s for s in full.segments if s.is_thing]
+    else:
+        nan = float("nan")
+        no_depth = dict(distance_m=nan, depth_mean_m=nan, depth_median_m=nan, depth_trimmed_mean_m=nan,
+                        depth_p10_m=nan, valid_depth_pixels=0, position_xyz_m=None, extent_xyz_m=None)  # fmt: skip
+        segments = [s if s.is_thing or needed == "full" else replace(s, **no_depth) for s in full.segments]
+    part = replace(full, segments=segments)
+    rgb = np.random.default_rng(1).integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    want = build_messages(full, _header(), _info(), options, rgb=rgb)
+    got = build_messages(part, _header(), _info(), options, rgb=rgb)
+    assert set(got) == set(want)
+    for name in want:
+        if hasattr(want[name], "data"):
             assert bytes(got[name].data) == bytes(want[name].data), name
         else:
             assert got[name] == want[name], name
