@@ -45,6 +45,8 @@ bench: setup
 	$(PY) benchmarks/synth.py
 	$(PY) benchmarks/train_step.py
 	$(PY) benchmarks/inference.py --models small,r52 --sizes 512x1024 --backends torch,onnxruntime
+	$(PY) benchmarks/inference.py --models small --sizes 256x512 --backends torch,onnxruntime --iterations 10 \
+		--out benchmarks/results/inference_small_256x512_cpu.json
 	$(ROS_ENV) $(PY) benchmarks/node_latency.py --shm
 
 clean-venv:

@@ -53,7 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--input-height", type=int, default=0, help="network input height (0 = model config)")
     p.add_argument("--input-width", type=int, default=0, help="network input width (0 = model config)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--backend", default="torch")
+    p.add_argument("--backend", default="auto", help="the node parameter (auto: onnxruntime on a CPU, as the node)")
     p.add_argument("--precision", default="fp32")
     p.add_argument("--outputs", default=",".join(ALL_OUTPUTS), help="outputs to subscribe (comma-separated)")
     p.add_argument(

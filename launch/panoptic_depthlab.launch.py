@@ -92,7 +92,7 @@ def generate_launch_description():
             "weights", default_value="", description="Weights .safetensors; empty = params file"
         ),
         DeclareLaunchArgument(
-            "backend", default_value="", description="torch | onnxruntime | tensorrt; empty = params file"
+            "backend", default_value="", description="auto | torch | onnxruntime | tensorrt; empty = params file"
         ),
         DeclareLaunchArgument(
             "device", default_value="", description="cpu | cuda | cuda:N; empty = params file"

@@ -7,6 +7,7 @@ back to the input resolution (ids nearest, depth bilinear) -> per-segment statis
 
 from __future__ import annotations
 
+import logging
 import time
 import warnings
 from collections.abc import Callable, Collection
@@ -23,7 +24,7 @@ from .model import ModelConfig, build_model
 from .postprocess import PostprocessConfig, panoptic_postprocess
 from .preprocess import letterbox_rgb
 from .results import FrameResult, NearestUpsampling
-from .runtime import BackendConfig, create_backend
+from .runtime import BackendConfig, create_backend, resolve_backend_name
 from .runtime.gpu_pipeline import PinnedStager
 from .segments import SegmentsConfig, compute_segments, compute_segments_torch
 from .segments_network import compute_segments_upsampled
@@ -32,6 +33,8 @@ from .weights import load_model_weights
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
 DEFAULT_CONFIG = DEFAULT_MODEL_DIR / "model.yaml"
 DEFAULT_WEIGHTS = DEFAULT_MODEL_DIR / "model.safetensors"
+log = logging.getLogger(__name__)
+
 # The dense maps a FrameResult can carry at the input resolution (``Predictor.predict(maps=...)``).
 DENSE_MAPS: frozenset[str] = frozenset({"panoptic", "semantic", "depth"})
 # predict(stuff_segments=...): stuff segments with every statistic, without depth statistics, or none
@@ -115,9 +118,25 @@ class Predictor:
                 load_model_weights(model, weights)
         self.model = model.eval()
         self.input_hw = (cfg.input.height, cfg.input.width)
-        self.backend = create_backend(self.backend_cfg, self.model, self.input_hw)
+        self.backend = self._create_backend(self.backend_cfg)
         self.device = self.backend.device
         self._stager = PinnedStager()  # reused pinned host buffers for the output maps (GPU path)
+
+    def _create_backend(self, bcfg: BackendConfig):
+        """The backend; ``auto`` is resolved (``backend_cfg.name`` then says which one runs) and falls
+        back to torch, with a warning, when onnxruntime cannot be set up (e.g. no writable cache for
+        the exported model)."""
+        name = resolve_backend_name(bcfg.name, bcfg.device, bcfg.precision)
+        try:
+            backend = create_backend(replace(bcfg, name=name), self.model, self.input_hw)
+        except (OSError, ValueError) as exc:
+            if bcfg.name != "auto" or name == "torch":
+                raise
+            log.warning("backend auto: onnxruntime could not be set up (%s); using torch", exc)
+            name = "torch"
+            backend = create_backend(replace(bcfg, name=name), self.model, self.input_hw)
+        self.backend_cfg = replace(bcfg, name=name)
+        return backend
 
     @classmethod
     def from_config(cls, config: str | Path | None = None, weights: str | Path | None = None,

@@ -232,7 +232,7 @@ class PanopticDepthLabNode(LifecycleNode):
         pp = predictor.cfg.postprocess
         self.get_logger().info(
             f"model loaded in {(t1 - t0):.1f} s, warm-up {(time.perf_counter() - t1):.1f} s "
-            f"(backend {params.backend}, device {params.device}, precision {params.precision}, "
+            f"(backend {self._backend_label(predictor)}, device {params.device}, precision {params.precision}, "
             f"network input {predictor.input_hw[0]}x{predictor.input_hw[1]}); post-processing: "
             + ", ".join(f"{k} {getattr(pp, k)}" for k in POSTPROCESS_PARAMETERS)
         )
@@ -492,7 +492,7 @@ class PanopticDepthLabNode(LifecycleNode):
             status.level, status.message = DiagnosticStatus.OK, "ok"
         values = {
             "state": self._state_label,
-            "backend": params.backend,
+            "backend": self._backend_label(getattr(self._processor, "predictor", None)),
             "device": params.device,
             "precision": params.precision,
             "input_topic": self.resolve_topic_name(self._image_topic()),
@@ -516,6 +516,13 @@ class PanopticDepthLabNode(LifecycleNode):
         array.header.stamp = self.get_clock().now().to_msg()
         array.status = [status]
         self._diag_pub.publish(array)
+
+    def _backend_label(self, predictor: Any) -> str:
+        """The backend parameter and, for auto, the one it resolved to ("auto (onnxruntime)")."""
+        requested = self.params.backend
+        if predictor is None or requested != "auto":
+            return requested
+        return f"{requested} ({predictor.backend_cfg.name})"
 
     def _image_publishing(self) -> str:
         """How the output images leave: serialized with the GIL released, or rclpy's publish (why)."""

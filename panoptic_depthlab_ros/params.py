@@ -28,7 +28,11 @@ _SPECS: dict[str, tuple[Any, str, Any]] = {
         "model_config is set (a warning is logged).",
         None,
     ),
-    "backend": ("torch", "Inference backend.", ("torch", "onnxruntime", "tensorrt")),
+    "backend": (
+        "auto",
+        "Inference backend; auto = onnxruntime for fp32 on a CPU (network ~2x faster than torch here), else torch.",
+        ("auto", "torch", "onnxruntime", "tensorrt"),
+    ),
     "device": ("cpu", "Device: cpu, cuda or cuda:N.", None),
     "precision": ("fp32", "Numeric precision of the network.", ("fp32", "fp16", "bf16")),
     "input_height": (0, "Network input height in pixels (multiple of 32); 0 = model config.", (0, 8192, 32)),
@@ -164,7 +168,7 @@ class NodeParams:
 
     model_config: str = ""
     weights: str = ""
-    backend: str = "torch"
+    backend: str = "auto"
     device: str = "cpu"
     precision: str = "fp32"
     input_height: int = 0

@@ -61,6 +61,7 @@ class PostprocessConfig:
 
 
 _DENSE_NMS_FRACTION = 0.25  # above this share of above-threshold pixels, max-pool the whole map
+_MAX_WINDOW_GATHER = 1 << 22  # candidates x window pixels gathered at once (32 MB of int64 indices)
 
 
 def _peaks(center: torch.Tensor, threshold: float, nms_kernel: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -84,10 +85,14 @@ def _peaks(center: torch.Tensor, threshold: float, nms_kernel: int) -> tuple[tor
     wp = w + 2 * r
     base = (cand // w + r) * wp + (cand % w + r)
     value = padded[base]
-    window_max = value.clone()
-    for dy in range(-r, r + 1):  # nms_kernel**2 gathers of the candidates, not a loop over pixels
-        for dx in range(-r, r + 1):
-            torch.maximum(window_max, padded[base + (dy * wp + dx)], out=window_max)
+    steps = torch.arange(-r, r + 1, device=center.device)
+    window = (steps[:, None] * wp + steps[None, :]).reshape(-1)  # flat offsets of the window
+    if cand.numel() * window.numel() <= _MAX_WINDOW_GATHER:  # every window in one gather
+        window_max = padded[base[:, None] + window[None, :]].amax(dim=1)
+    else:  # bounded memory: nms_kernel**2 gathers of the candidates, not a loop over pixels
+        window_max = value.clone()
+        for offset in window.tolist():
+            torch.maximum(window_max, padded[base + offset], out=window_max)
     keep = value == window_max
     return cand[keep], value[keep]
 

@@ -218,9 +218,13 @@ def d2_find_instance_center(center, threshold, nms_kernel, top_k):
     return torch.nonzero(heat > top[-1].clamp_(min=0))
 
 
-@pytest.mark.parametrize("dense_fraction", [0.0, 1.0])  # always max-pool / always sparse gathers
-def test_pdl_pp_both_nms_paths_equal_detectron2(monkeypatch, dense_fraction):
+@pytest.mark.parametrize(
+    "dense_fraction, window_gather",
+    [(0.0, 1 << 22), (1.0, 1 << 22), (1.0, 0)],  # max-pool / one gather of all windows / one per offset
+)
+def test_pdl_pp_every_nms_path_equals_detectron2(monkeypatch, dense_fraction, window_gather):
     monkeypatch.setattr(pp_module, "_DENSE_NMS_FRACTION", dense_fraction)
+    monkeypatch.setattr(pp_module, "_MAX_WINDOW_GATHER", window_gather)
     g = torch.Generator().manual_seed(3)
     for trial in range(8):
         center = torch.rand(1, 60, 90, generator=g) * (torch.rand(1, 60, 90, generator=g) < 0.3)

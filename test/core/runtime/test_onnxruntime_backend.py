@@ -144,3 +144,44 @@ def test_ort_cuda_io_binding_matches_cpu(model, onnx_path: Path) -> None:
     assert all(v.is_cuda for v in out.values())
     for name in ("sem_logits", "depth"):
         assert (out[name].cpu() - cpu[name]).abs().max() <= 1e-2
+
+
+# --- backend "auto" -------------------------------------------------------------------------------
+
+
+def test_auto_resolves_to_onnxruntime_on_a_cpu_only():
+    from panoptic_depthlab_core.runtime import resolve_backend_name
+
+    assert resolve_backend_name("auto", "cpu") == "onnxruntime"  # onnxruntime is installed here
+    assert resolve_backend_name("auto", "cpu", "bf16") == "torch"  # ORT on the CPU is fp32 only
+    assert resolve_backend_name("auto", "cuda") == "torch"  # the all-GPU path
+    assert resolve_backend_name("auto", "cuda:1", "fp16") == "torch"
+    for name in ("torch", "onnxruntime", "tensorrt"):
+        assert resolve_backend_name(name, "cpu") == name
+
+
+def _tiny_pipeline() -> PipelineConfig:
+    return PipelineConfig(model=TINY, input=InputConfig(height=INPUT_HW[0], width=INPUT_HW[1]))
+
+
+def test_auto_predictor_runs_onnxruntime_and_matches_torch(tmp_path):
+    model = _trained_like_model()
+    auto = Predictor(_tiny_pipeline(), None, BackendConfig(name="auto", engine_cache_dir=str(tmp_path)), model=model)
+    assert auto.backend_cfg.name == "onnxruntime" and isinstance(auto.backend, OnnxRuntimeBackend)
+    torch_predictor = Predictor(_tiny_pipeline(), None, BackendConfig(name="torch"), model=model)
+    image = realistic_test_image(*INPUT_HW, seed=5)
+    got, want = auto.predict(image), torch_predictor.predict(image)
+    assert (got.panoptic_ids == want.panoptic_ids).mean() > 0.999
+    np.testing.assert_allclose(got.depth_m, want.depth_m, atol=1e-3)
+
+
+def test_auto_falls_back_to_torch_when_onnxruntime_cannot_be_set_up(tmp_path, caplog):
+    blocked = tmp_path / "not_a_directory"
+    blocked.write_text("a file where the export cache would go")
+    model = _trained_like_model()
+    with caplog.at_level("WARNING"):
+        auto = Predictor(_tiny_pipeline(), None, BackendConfig(name="auto", engine_cache_dir=str(blocked)), model=model)
+    assert auto.backend_cfg.name == "torch"
+    assert "backend auto: onnxruntime could not be set up" in caplog.text
+    with pytest.raises(OSError):  # asked for by name: the error is the caller's
+        Predictor(_tiny_pipeline(), None, BackendConfig(name="onnxruntime", engine_cache_dir=str(blocked)), model=model)
