@@ -149,6 +149,7 @@ def _find_centers_batched(
 
 _TARGET_CELLS = 4096  # grid cells used to prune centers that cannot be nearest
 _MAX_PAIR_ELEMENTS = 1 << 22  # pixels x candidate centers evaluated per chunk
+_MAX_DIRECT_PAIRS = 1 << 19  # up to this many pixels x centers, every distance (no candidate table)
 
 
 def _candidate_table(loc_y: torch.Tensor, loc_x: torch.Tensor, centers: torch.Tensor):
@@ -198,6 +199,8 @@ def _nearest_center(loc_y: torch.Tensor, loc_x: torch.Tensor, centers: torch.Ten
         return torch.zeros(n, dtype=torch.long, device=loc_y.device)
     centers_f = centers.to(loc_y.dtype)
     loc = torch.stack((loc_y, loc_x), dim=1)
+    if n * k <= _MAX_DIRECT_PAIRS:  # few centers: all distances beat building the table
+        return torch.norm(centers_f[None] - loc[:, None, :], dim=-1).argmin(dim=1)
     table, cell_of_px = _candidate_table(loc_y, loc_x, centers)
     m = table.shape[1]
     out = torch.empty(n, dtype=torch.long, device=loc_y.device)
@@ -515,6 +518,8 @@ def panoptic_postprocess(
     if not (center.device == offsets.device == sem_logits.device):
         raise ValueError("sem_logits, center and offsets must be on the same device")
 
+    # the Predictor passes views cropped out of the letterbox: copied once here, not in every reshape
+    sem_logits, center, offsets = sem_logits.contiguous(), center.contiguous(), offsets.contiguous()
     max_logit, semantic = sem_logits.max(dim=1)  # first maximum on ties, like argmax
     is_thing_class = _thing_lut(cfg.thing_ids, c, semantic.device)
     centers = _find_centers_batched(center, cfg.center_threshold, cfg.nms_kernel, cfg.top_k)

@@ -267,7 +267,9 @@ def d2_group(centers: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_pdl_pp_group_pixels_equals_brute_force(seed):
+@pytest.mark.parametrize("direct_pairs", [0, 1 << 19, 1 << 30])  # candidate table / by size / all distances
+def test_pdl_pp_group_pixels_equals_brute_force(seed, direct_pairs, monkeypatch):
+    monkeypatch.setattr(pp_module, "_MAX_DIRECT_PAIRS", direct_pairs)
     g = torch.Generator().manual_seed(seed)
     h, w, k = 90, 160, [1, 2, 37, 150, 80, 5][seed]
     centers = torch.stack((torch.randint(0, h, (k,), generator=g), torch.randint(0, w, (k,), generator=g)), 1)
