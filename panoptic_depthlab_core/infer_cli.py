@@ -19,7 +19,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--config", default=None, help="model YAML (default: the shipped default model)")
     parser.add_argument("--weights", default=None, help="safetensors weights (default: the shipped ones)")
-    parser.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "tensorrt"])
+    parser.add_argument(
+        "--backend",
+        default="torch",
+        choices=["auto", "torch", "onnxruntime", "tensorrt"],
+        help="auto: onnxruntime for fp32 on a CPU (its export is cached), else torch",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
     for name in ("fx", "fy", "cx", "cy"):

@@ -129,10 +129,10 @@ class Predictor:
         name = resolve_backend_name(bcfg.name, bcfg.device, bcfg.precision)
         try:
             backend = create_backend(replace(bcfg, name=name), self.model, self.input_hw)
-        except (OSError, ValueError) as exc:
+        except Exception as exc:  # export, cache or onnxruntime itself: for auto, torch still works
             if bcfg.name != "auto" or name == "torch":
                 raise
-            log.warning("backend auto: onnxruntime could not be set up (%s); using torch", exc)
+            log.warning("backend auto: onnxruntime could not be set up (%s: %s); using torch", type(exc).__name__, exc)
             name = "torch"
             backend = create_backend(replace(bcfg, name=name), self.model, self.input_hw)
         self.backend_cfg = replace(bcfg, name=name)
