@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     retain_freed_memory()  # as the node does on configure (parameter retain_freed_memory: true)
 
     import rclpy
+    from rclpy.executors import ExternalShutdownException
     from rclpy.qos import QoSProfile
     from sensor_msgs.msg import Image
     from std_msgs.msg import Header
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     node.create_subscription(Image, args.image_topic, on_image, QoSProfile(depth=1))
     try:
         rclpy.spin(node)
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+    except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
         node.destroy_node()
