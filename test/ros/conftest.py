@@ -13,6 +13,7 @@ from pdl_ros_harness import (
     Client,
     NodeProcess,
     diagnostics_values,
+    input_publishers,
     make_camera_info,
     make_test_weights,
     wait_until,
@@ -80,22 +81,13 @@ def diagnostics_values_latest(client: Client, fqn: str) -> dict[str, str] | None
 def pdl_publishers(pdl_client, pdl_node):
     """Reliable image + camera_info publishers on the shared node's inputs (default transports)."""
     from rclpy.qos import QoSProfile
-    from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+    from sensor_msgs.msg import CompressedImage
 
-    image_pub = pdl_client.node.create_publisher(Image, "/test/image", QoSProfile(depth=1))
     compressed_pub = pdl_client.node.create_publisher(
         CompressedImage, "/test/image/compressed", QoSProfile(depth=1)
     )
-    info_pub = pdl_client.node.create_publisher(CameraInfo, "/test/camera_info", QoSProfile(depth=1))
-    wait_until(
-        lambda: image_pub.get_subscription_count() > 0 and info_pub.get_subscription_count() > 0,
-        30,
-        "the node to subscribe to /test/image and /test/camera_info",
-        pdl_node,
-    )
     return {
-        "image": image_pub,
+        **input_publishers(pdl_client, "/test", pdl_node),
         "compressed": compressed_pub,
-        "camera_info": info_pub,
         "default_info": make_camera_info(640, 480),
     }

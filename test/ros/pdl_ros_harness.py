@@ -250,6 +250,24 @@ def image_pixels(msg: Any) -> np.ndarray:
     return np.frombuffer(bytes(msg.data), dtype=np.uint8).reshape(msg.height, msg.width, -1)
 
 
+def input_publishers(client: Client, namespace: str, node: NodeProcess) -> dict[str, Any]:
+    """Reliable image + camera_info publishers on a node's inputs in ``namespace`` (default
+    transports), once the node has subscribed to both."""
+    from rclpy.qos import QoSProfile
+    from sensor_msgs.msg import CameraInfo, Image
+
+    ns = namespace.rstrip("/")
+    image_pub = client.node.create_publisher(Image, f"{ns}/image", QoSProfile(depth=1))
+    info_pub = client.node.create_publisher(CameraInfo, f"{ns}/camera_info", QoSProfile(depth=1))
+    wait_until(
+        lambda: image_pub.get_subscription_count() > 0 and info_pub.get_subscription_count() > 0,
+        30,
+        f"the node to subscribe to {ns}/image and {ns}/camera_info",
+        node,
+    )
+    return {"image": image_pub, "camera_info": info_pub}
+
+
 def make_camera_info(
     width: int, height: int, frame_id: str = "camera_optical", f: float | None = None
 ) -> Any:

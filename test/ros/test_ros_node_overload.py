@@ -17,6 +17,7 @@ pytest.importorskip("vision_msgs.msg", reason="vision_msgs is not built (scripts
 
 from pdl_ros_harness import (  # noqa: E402
     NodeProcess,
+    input_publishers,
     latest_diagnostics,
     make_camera_info,
     make_image,
@@ -25,7 +26,7 @@ from pdl_ros_harness import (  # noqa: E402
     write_params,
 )
 from rclpy.qos import QoSProfile  # noqa: E402
-from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
+from sensor_msgs.msg import Image  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
@@ -47,15 +48,7 @@ def overload_node(ros_env, pdl_weights, pdl_client, tmp_path_factory):
             "the overload node to become active",
             node,
         )
-        image_pub = pdl_client.node.create_publisher(Image, "/overload/image", QoSProfile(depth=1))
-        info_pub = pdl_client.node.create_publisher(CameraInfo, "/overload/camera_info", QoSProfile(depth=1))
-        wait_until(
-            lambda: image_pub.get_subscription_count() > 0 and info_pub.get_subscription_count() > 0,
-            30,
-            "the overload node to subscribe to its inputs",
-            node,
-        )
-        yield node, {"image": image_pub, "camera_info": info_pub}
+        yield node, input_publishers(pdl_client, "/overload", node)
     finally:
         node.stop()
 
