@@ -69,6 +69,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="raw: take the serialized messages (as a C++ subscriber's cost: no Python conversion of "
         "~20 MB of images per frame on the same CPU); python: deserialize them into rclpy messages",
     )
+    p.add_argument(
+        "--skip-all-maps-reference",
+        action="store_true",
+        help="skip the reference predict() with every map (a third inference per frame: slow models)",
+    )
     p.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/...)")
     return p.parse_args(argv)
 
@@ -329,7 +334,10 @@ def main(argv: list[str] | None = None) -> int:
             bare, stages = worker.submit(
                 _timed_predict, predictor, frames[i % len(frames)], K, node_maps, node_stuff
             ).result()
-            bare_all_maps, _ = worker.submit(_timed_predict, predictor, frames[i % len(frames)], K).result()
+            if not args.skip_all_maps_reference:
+                bare_all_maps, _ = worker.submit(_timed_predict, predictor, frames[i % len(frames)], K).result()
+                if i >= 3:
+                    bare_all_maps_ms.append(bare_all_maps)
             # the same image through a process that only takes it and answers: the transport floor
             t0_echo = time.perf_counter()
             echo_pub.publish(msg)
@@ -343,7 +351,6 @@ def main(argv: list[str] | None = None) -> int:
                 for name, arrived_at in zip(outputs, done, strict=True):
                     per_output_ms[name].append((arrived_at - t0) * 1e3)
                 bare_ms.append(bare)
-                bare_all_maps_ms.append(bare_all_maps)
                 echo_ms.append((echo_done - t0_echo) * 1e3)
                 for stage, ms in stages.items():
                     bare_stages.setdefault(stage, []).append(ms)
@@ -392,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
         "bare_predictor_stuff_segments": node_stuff,
         "bare_predictor": bare_stats,
         # predict() with every map at the input resolution and every statistic (its defaults), for reference
-        "bare_predictor_all_maps": _percentiles(bare_all_maps_ms),
+        "bare_predictor_all_maps": _percentiles(bare_all_maps_ms) if bare_all_maps_ms else None,
         # the latency above starts before this process's publish() of the input image, so it
         # includes the (Python) camera side serialising ~6 MB: its own median, for attribution
         "input_publish_call_median_ms": round(float(np.median(publish_calls_ms)), 2),
@@ -410,10 +417,19 @@ def main(argv: list[str] | None = None) -> int:
         "node_own_overhead_pct_of_inference": 100.0 * own_ms / bare_stats["median_ms"],
         # inside the node (p50 over its recent frames, warm-up included): where the time goes
         "node_stages_p50_ms": dict(sorted(node_stages.items())),
+        # the node's own work outside inference, from its own clock (received -> last output out,
+        # minus its inference): unlike the difference of two medians, not swamped when the
+        # inference itself varies by more than the overhead (a seconds-long model on a CPU)
+        "node_own_work_from_stages_ms": (
+            node_stages["total"] - node_stages["inference"]
+            if {"total", "inference"} <= node_stages.keys()
+            else None
+        ),
         "bare_stages_p50_ms": {k: round(float(np.median(v)), 2) for k, v in sorted(bare_stages.items())},
         "host": {**machine_info(args.device), "load_average_1m_at_end": os.getloadavg()[0]},
     }
-    suffix = ("_shm" if args.shm else "") + _outputs_suffix(outputs)
+    suffix = f"_{Path(args.model_config).stem}" if args.model_config else ""
+    suffix += ("_shm" if args.shm else "") + _outputs_suffix(outputs)
     suffix += "_stuff_detections" if args.include_stuff_detections else ""
     name = f"node_latency_{args.width}x{args.height}_{args.device.replace(':', '')}{suffix}.json"
     out = args.out or REPO / "benchmarks" / "results" / name
