@@ -417,8 +417,8 @@ def main(argv: list[str] | None = None) -> int:
         "node_own_overhead_pct_of_inference": 100.0 * own_ms / bare_stats["median_ms"],
         # inside the node (p50 over its recent frames, warm-up included): where the time goes
         "node_stages_p50_ms": dict(sorted(node_stages.items())),
-        # the node's own work outside inference, from its own clock (received -> last output out,
-        # minus its inference): unlike the difference of two medians, not swamped when the
+        # the node's own work outside inference, from its own clock (p50 of received -> last output
+        # out, minus p50 of its inference): unlike the difference of two medians, not swamped when the
         # inference itself varies by more than the overhead (a seconds-long model on a CPU)
         "node_own_work_from_stages_ms": (
             node_stages["total"] - node_stages["inference"]
