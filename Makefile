@@ -34,7 +34,7 @@ test: setup
 	$(ROS_ENV) $(PY) -m pytest -q -ra test
 
 demo: setup
-	$(ROS_ENV) $(PY) -m panoptic_depthlab_core.cli demo --out demo_out
+	$(ROS_ENV) $(PY) -m panoptic_depthlab_ros.cli demo --out demo_out
 
 lint: setup
 	$(PY) -m ruff check .

@@ -44,7 +44,7 @@ setup(
         "tqdm>=4.66",
     ],
     extras_require={
-        "onnx": ["onnx>=1.16", "onnxruntime>=1.18"],
+        "onnx": ["onnx>=1.16", "onnxruntime>=1.18", "onnxconverter-common>=1.14"],
         "bags": ["rosbags>=0.10", "mcap-ros2-support>=0.5"],
         "train": ["tensorboard>=2.16", "cityscapesscripts>=2.2.4"],
         "test": ["pytest>=8.0", "pytest-timeout>=2.3"],
@@ -53,7 +53,7 @@ setup(
     zip_safe=False,
     entry_points={
         "console_scripts": [
-            "panoptic-depthlab = panoptic_depthlab_core.cli:main",
+            "panoptic-depthlab = panoptic_depthlab_ros.cli:main",
             "panoptic_depthlab_node = panoptic_depthlab_ros.node:main",
         ],
     },

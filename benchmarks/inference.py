@@ -30,7 +30,12 @@ def main(argv: list[str] | None = None) -> int:
         args.out
         or REPO / "benchmarks" / "results" / f"inference_{machine_slug(machine_info(args.device))}.json"
     )
-    report = run_bench(args)
+    try:  # message building is the ROS side's; without ROS 2 the column is skipped, not faked
+        from panoptic_depthlab_ros.bench import message_builder
+    except ImportError as exc:
+        report = run_bench(args, message_reason=f"not measured: ROS 2 message packages not importable ({exc})")
+    else:
+        report = run_bench(args, message_builder())
     json_path, md_path = write_report(report, out, args.markdown)
     print(md_path.read_text())
     print(f"wrote {json_path} and {md_path}")

@@ -1,11 +1,12 @@
 """``panoptic-depthlab bench``: per-stage and end-to-end latency per model, size, backend, precision.
 
 Stages: decode (JPEG -> RGB), preprocess (upload + letterbox), network, postprocess (panoptic
-grouping + mapping back), segments (per-segment statistics), to_host, message building (only when
-``panoptic_depthlab_ros`` and its message types import). End to end = decode + predictor total +
-messages. Weights are freshly initialised: latency does not depend on weight values, except that
-post-processing time grows with the number of detected instances (a trained model finds more).
-Writes JSON (every sample summarised, machine described) and a markdown table.
+grouping + mapping back), segments (per-segment statistics), to_host, and message building when the
+caller passes a message builder (``panoptic_depthlab_ros.bench`` does; the core knows no messages).
+End to end = decode + predictor total + messages. Weights are freshly initialised: latency does not
+depend on weight values, except that post-processing time grows with the number of detected instances
+(a trained model finds more). Writes JSON (every sample summarised, machine described) and a markdown
+table.
 """
 
 from __future__ import annotations
@@ -18,7 +19,20 @@ import platform
 import re
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from .export.onnx_export import realistic_test_image
+from .memory import retain_freed_memory
+from .predictor import InputConfig, Predictor, load_pipeline_config
+from .runtime import BackendConfig
+from .runtime.gpu_pipeline import decode_image, gpu_jpeg_available
+from .runtime.tensorrt_backend import tensorrt_available
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +42,9 @@ MODELS = {
     "r52": "panoptic_deeplab_r52.yaml",
     "r52_dsconv": "panoptic_deeplab_r52_dsconv.yaml",
 }
+# (FrameResult, rgb image) -> the messages built from them; supplied by the ROS side.
+MessageBuilder = Callable[[Any, Any], Any]
+NO_MESSAGE_BUILDER = "not measured: the core bench builds no ROS messages (the ROS side's `bench` does)"
 STAGES = ("decode", "preprocess", "network", "postprocess", "segments", "to_host", "messages", "end_to_end")
 
 
@@ -64,8 +81,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def machine_info(device: str) -> dict:
-    import torch
-
     info = {
         "platform": platform.platform(),
         "python": platform.python_version(),
@@ -83,8 +98,6 @@ def machine_info(device: str) -> dict:
         info["onnxruntime_providers"] = ort.get_available_providers()
     except ImportError:
         pass
-    from .runtime.tensorrt_backend import tensorrt_available
-
     if tensorrt_available():
         import tensorrt
 
@@ -112,22 +125,6 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _message_builder():
-    """(build_fn, reason): build_fn(result, rgb) or None with why message building is skipped."""
-    try:
-        from std_msgs.msg import Header
-
-        from panoptic_depthlab_ros.messages import MessageOptions, build_messages
-    except Exception as exc:  # ROS not installed here: the column is skipped, not faked
-        return None, f"panoptic_depthlab_ros not importable: {exc}"
-    options = MessageOptions()
-
-    def build(result, rgb):
-        return build_messages(result, Header(frame_id="camera"), None, options, rgb)
-
-    return build, ""
-
-
 def default_precisions(backend: str, device: str) -> list[str]:
     if device.startswith("cuda"):
         return ["fp32", "fp16", "int8"] if backend == "tensorrt" else ["fp32", "fp16"]
@@ -136,14 +133,10 @@ def default_precisions(backend: str, device: str) -> list[str]:
 
 def skip_reason(backend: str, precision: str, device: str) -> str:
     """Why a combination cannot run here ("" when it can)."""
-    import torch
-
     cuda = device.startswith("cuda")
     if cuda and not torch.cuda.is_available():
         return "CUDA not available"
     if backend == "tensorrt":
-        from .runtime.tensorrt_backend import tensorrt_available
-
         if not tensorrt_available():
             return "TensorRT not importable"
         if not cuda:
@@ -185,15 +178,6 @@ def _summary(samples: list[float]) -> dict:
 def bench_one(
     model_cfg_path: Path, size: tuple[int, int], backend: str, precision: str, args, message_build
 ) -> dict:
-    import cv2
-    import numpy as np
-    import torch
-
-    from .export.onnx_export import realistic_test_image
-    from .predictor import InputConfig, Predictor, load_pipeline_config
-    from .runtime import BackendConfig
-    from .runtime.gpu_pipeline import decode_image, gpu_jpeg_available
-
     cfg = load_pipeline_config(model_cfg_path)
     cfg.input = InputConfig(height=size[0], width=size[1])
     bcfg = BackendConfig(
@@ -295,7 +279,12 @@ def markdown_table(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_bench(args) -> dict:
+def run_bench(
+    args: argparse.Namespace,
+    message_build: MessageBuilder | None = None,
+    message_reason: str = NO_MESSAGE_BUILDER,
+) -> dict:
+    """Every model x size x backend x precision; ``message_reason`` says why messages are not timed."""
     if args.iterations < 1 or args.warmup < 0:
         raise ValueError(f"--iterations must be >= 1 and --warmup >= 0, got {args.iterations}, {args.warmup}")
     sizes = [parse_size(s) for s in _csv(args.sizes)]
@@ -309,9 +298,6 @@ def run_bench(args) -> dict:
     for b in backends:
         if b not in ("torch", "onnxruntime", "tensorrt"):
             raise ValueError(f"unknown backend {b!r}")
-    message_build, msg_reason = _message_builder()
-    from .memory import retain_freed_memory
-
     retention = retain_freed_memory()  # as the node and the CLI run: no per-frame page faults
     report = {
         "machine": machine_info(args.device),
@@ -319,7 +305,7 @@ def run_bench(args) -> dict:
         "iterations": args.iterations,
         "warmup": args.warmup,
         "threads": args.threads,
-        "message_building": msg_reason or "included",
+        "message_building": "included" if message_build is not None else message_reason,
         "runs": [],
     }
     for path in model_paths:
@@ -379,9 +365,13 @@ def write_report(report: dict, out: str | Path, markdown: str | Path = "") -> tu
     return out, md
 
 
-def run(args: argparse.Namespace) -> int:
+def run(
+    args: argparse.Namespace,
+    message_build: MessageBuilder | None = None,
+    message_reason: str = NO_MESSAGE_BUILDER,
+) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    report = run_bench(args)
+    report = run_bench(args, message_build, message_reason)
     out, md = write_report(report, args.out, args.markdown)
     print(md.read_text())
     print(f"wrote {out} and {md}")

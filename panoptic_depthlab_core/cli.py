@@ -1,8 +1,11 @@
-"""``panoptic-depthlab``: one command line with subcommands.
+"""``panoptic-depthlab``: one command line with subcommands (the core's, usable without ROS 2).
 
 Each subcommand lives beside the code it drives, in a module exposing ``add_arguments(parser)`` and
 ``run(args) -> int``; this file only lists them, so importing the CLI stays cheap (torch is imported
-by the subcommand that needs it).
+by the subcommand that needs it). ``panoptic_depthlab_ros.cli`` adds the ROS subcommands (bags, play,
+record, demo, bench with message building) to this table and runs them through :func:`main`, so the
+installed ``panoptic-depthlab`` command is that one; ``python -m panoptic_depthlab_core.cli`` is the
+core alone. Errors are reported here, once, for both.
 """
 
 from __future__ import annotations
@@ -11,7 +14,12 @@ import argparse
 import importlib
 import os
 import sys
+from collections.abc import Mapping
+from types import ModuleType
 
+from .memory import retain_freed_memory
+
+DESCRIPTION = "Panoptic segmentation, metric depth and per-segment distance from one camera."
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "convert-d2": ("panoptic_depthlab_core.weights", "convert a detectron2 Panoptic-DeepLab .pkl to safetensors"),
@@ -23,63 +31,87 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "re-estimate BatchNorm statistics of trained weights over training batches",
     ),
     "eval": ("panoptic_depthlab_core.eval.cli", "evaluate: PQ, mIoU, depth, DPQ, per-segment distance"),
-    "synth-bag": (
-        "panoptic_depthlab_ros.bags.synth_bag",
-        "write a synthetic drive with GT depth/panoptic as a rosbag2 bag",
-    ),
-    "cityscapes-bag": (
-        "panoptic_depthlab_ros.bags.cityscapes_bag",
-        "write Cityscapes frames (+ camera_info, GT) as a bag",
-    ),
-    "bag-eval": (
-        "panoptic_depthlab_ros.bags.bag_eval",
-        "run the node's processing over a bag; output bag + metrics",
-    ),
-    "play": (
-        "panoptic_depthlab_ros.bags.play",
-        "publish a bag over rclpy at its recorded rate (like ros2 bag play)",
-    ),
-    "record": (
-        "panoptic_depthlab_ros.bags.record",
-        "record topics over rclpy into a bag (like ros2 bag record)",
-    ),
     "export": ("panoptic_depthlab_core.export.cli", "export ONNX; build/validate cached TensorRT engines"),
-    "bench": ("panoptic_depthlab_core.bench", "benchmark stages + end to end per backend/precision/size"),
-    "demo": (
-        "panoptic_depthlab_core.demo",
-        "synthetic drive -> live node -> recorded outputs + metrics report",
+    "bench": (
+        "panoptic_depthlab_core.bench",
+        "benchmark stages + end to end per backend/precision/size (no message building)",
     ),
 }
 
+# Top-level modules that only a ROS 2 installation provides: a subcommand missing one of them gets
+# told so, instead of a traceback.
+ROS_MODULES = frozenset(
+    {
+        "rclpy",
+        "rcl_interfaces",
+        "lifecycle_msgs",
+        "builtin_interfaces",
+        "std_msgs",
+        "sensor_msgs",
+        "geometry_msgs",
+        "vision_msgs",
+        "visualization_msgs",
+        "diagnostic_msgs",
+        "ament_index_python",
+    }
+)
 
-def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+
+class MissingDependency(Exception):
+    """A subcommand's module (or its run) needs a package that is not installed."""
+
+    def __init__(self, command: str, exc: ModuleNotFoundError) -> None:
+        missing = (exc.name or str(exc)).split(".")[0]
+        if missing in ROS_MODULES:
+            hint = "a ROS 2 package: source your ROS 2 setup.bash (or pip install -r requirements/ros.txt)"
+        else:
+            hint = "install it (see docs/install.md)"
+        super().__init__(f"panoptic-depthlab {command}: error: needs the Python module {missing!r}, {hint}")
+
+
+def _import(command: str, module_name: str) -> ModuleType:
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise MissingDependency(command, exc) from exc
+
+
+def build_parser(
+    command: str | None = None,
+    subcommands: Mapping[str, tuple[str, str]] = SUBCOMMANDS,
+) -> argparse.ArgumentParser:
     """All subcommands are listed; only ``command``'s module is imported to add its arguments."""
-    parser = argparse.ArgumentParser(prog="panoptic-depthlab", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="panoptic-depthlab", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (module_name, help_text) in SUBCOMMANDS.items():
+    for name, (module_name, help_text) in subcommands.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(_module=module_name)
         if name == command:
-            importlib.import_module(module_name).add_arguments(p)
+            _import(name, module_name).add_arguments(p)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, subcommands: Mapping[str, tuple[str, str]] = SUBCOMMANDS) -> int:
+    """Parse, run the subcommand; bad input (ValueError, FileNotFoundError) -> one line and exit 2."""
     argv = sys.argv[1:] if argv is None else argv
     command = next((a for a in argv if not a.startswith("-")), None)
-    args = build_parser(command).parse_args(argv)
-    if os.environ.get("PANOPTIC_DEPTHLAB_RETAIN_FREED_MEMORY", "1") != "0":
-        from .memory import retain_freed_memory
-
-        retain_freed_memory()  # per-frame arrays reuse mapped pages (see memory.py); opt out with =0
-    module = importlib.import_module(args._module)
     try:
-        return int(module.run(args) or 0)
+        args = build_parser(command, subcommands).parse_args(argv)
+        if os.environ.get("PANOPTIC_DEPTHLAB_RETAIN_FREED_MEMORY", "1") != "0":
+            retain_freed_memory()  # per-frame arrays reuse mapped pages (see memory.py); opt out with =0
+        module = _import(args.command, args._module)
+        try:
+            return int(module.run(args) or 0)
+        except ModuleNotFoundError as exc:  # an optional dependency imported when the run needs it
+            raise MissingDependency(args.command, exc) from exc
+    except MissingDependency as exc:
+        print(exc, file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     except (ValueError, FileNotFoundError) as exc:
-        print(f"panoptic-depthlab {args.command}: error: {exc}", file=sys.stderr)
+        print(f"panoptic-depthlab {command}: error: {exc}", file=sys.stderr)
         return 2
 
 

@@ -7,8 +7,9 @@
 4. write ``demo_out/report.md`` with the metrics, live statistics, overlay PNGs, a depth PNG and
    an animated overlay (GIF + MP4).
 
-Every ROS step runs in a child process (``python -m panoptic_depthlab_ros...``), so this module, like
-all of the core, never imports ROS; the bag files are read back with rosbags (pure Python).
+Every ROS step runs in a child process (``python -m panoptic_depthlab_ros...``), so that the node,
+the player and the recorder each have their own rclpy context and their own threads; the bag files
+are read back here with rosbags (pure Python).
 Without the shipped default model the demo still runs, on seeded untrained weights, and the report
 says so in its first lines.
 """
@@ -559,15 +560,7 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(prog="panoptic-depthlab demo")
-    add_arguments(parser)
-    try:
-        return run(parser.parse_args())
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"panoptic-depthlab demo: error: {exc}", file=sys.stderr)
-        return 1
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    from panoptic_depthlab_ros.cli import main
+
+    sys.exit(main(["demo", *sys.argv[1:]]))
