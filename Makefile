@@ -23,7 +23,13 @@ $(STAMPS)/vision_msgs: $(STAMPS)/requirements scripts/build_vision_msgs.sh requi
 	bash scripts/build_vision_msgs.sh $(abspath $(VENV))
 	touch $@
 
-$(STAMPS)/package: $(STAMPS)/vision_msgs setup.py
+$(STAMPS)/panoptic_depthlab_msgs: $(STAMPS)/vision_msgs scripts/build_vision_msgs.sh \
+		$(wildcard interfaces/panoptic_depthlab_msgs/msg/*.msg) interfaces/panoptic_depthlab_msgs/CMakeLists.txt \
+		interfaces/panoptic_depthlab_msgs/package.xml
+	bash scripts/build_vision_msgs.sh $(abspath $(VENV)) panoptic_depthlab_msgs
+	touch $@
+
+$(STAMPS)/package: $(STAMPS)/panoptic_depthlab_msgs setup.py
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $@
 

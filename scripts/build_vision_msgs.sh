@@ -1,25 +1,31 @@
 #!/usr/bin/env bash
-# Build and install the vision_msgs interface package (interfaces/vision_msgs) into a virtualenv
-# that holds the ROS 2 PyPI wheels. No vision_msgs wheel exists, so we run rosidl ourselves with
-# plain cmake. Idempotent: skips when vision_msgs already imports from a system ROS 2, or when the
-# venv already holds a build of exactly these interface files.
+# Build and install an interface package under interfaces/ (vision_msgs by default; also
+# panoptic_depthlab_msgs) into a virtualenv that holds the ROS 2 PyPI wheels. No wheel exists for
+# either, so we run rosidl ourselves with plain cmake. Idempotent: skips when the package already
+# imports from a system ROS 2, or when the venv already holds a build of exactly these interface files.
 #
-# Usage: bash scripts/build_vision_msgs.sh VENV_DIR
-# Env:   VISION_MSGS_BUILD_DIR (default: VENV_DIR/.build/vision_msgs, outside the git tree's
+# Usage: bash scripts/build_vision_msgs.sh VENV_DIR [PACKAGE]   (PACKAGE: vision_msgs | panoptic_depthlab_msgs)
+# Env:   VISION_MSGS_BUILD_DIR (default: VENV_DIR/.build/PACKAGE, outside the git tree's
 #        tracked files), VISION_MSGS_FORCE=1 to rebuild regardless, BUILD_JOBS (default: nproc),
 #        VISION_MSGS_BUILD_TYPE (default: Release).
 set -euo pipefail
 
-if [ $# -ne 1 ]; then
-  echo "usage: $0 VENV_DIR" >&2
+if [ $# -lt 1 ] || [ $# -gt 2 ]; then
+  echo "usage: $0 VENV_DIR [vision_msgs|panoptic_depthlab_msgs]" >&2
   exit 2
 fi
 VENV="$(cd "$1" && pwd)"
 PY="$VENV/bin/python"
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-SRC="$REPO/interfaces/vision_msgs"
-BUILD_DIR="${VISION_MSGS_BUILD_DIR:-$VENV/.build/vision_msgs}"
-STAMP="$VENV/share/vision_msgs/panoptic_depthlab_build.sha256"
+PKG="${2:-vision_msgs}"
+case "$PKG" in
+  vision_msgs) CHECK_TYPES="Detection3DArray, LabelInfo, Detection2DArray" ;;
+  panoptic_depthlab_msgs) CHECK_TYPES="TrackedSegment, TrackedSegmentArray" ;;
+  *) echo "error: unknown interface package '$PKG' (vision_msgs or panoptic_depthlab_msgs)" >&2; exit 2 ;;
+esac
+SRC="$REPO/interfaces/$PKG"
+BUILD_DIR="${VISION_MSGS_BUILD_DIR:-$VENV/.build/$PKG}"
+STAMP="$VENV/share/$PKG/panoptic_depthlab_build.sha256"
 JOBS="${BUILD_JOBS:-$(nproc 2>/dev/null || echo 2)}"
 
 [ -x "$PY" ] || { echo "error: $PY not found; create the venv first" >&2; exit 1; }
@@ -29,10 +35,10 @@ JOBS="${BUILD_JOBS:-$(nproc 2>/dev/null || echo 2)}"
 SRC_HASH="$(cd "$SRC" && cat package.xml CMakeLists.txt msg/*.msg | sha256sum | cut -d' ' -f1)"
 
 check_import() {
-  "$PY" -c 'from vision_msgs.msg import Detection3DArray, LabelInfo, Detection2DArray' >/dev/null 2>&1
+  "$PY" -c "from $PKG.msg import $CHECK_TYPES" >/dev/null 2>&1
 }
 module_path() {
-  "$PY" -c 'import vision_msgs, os; print(os.path.dirname(os.path.abspath(vision_msgs.__file__)))' 2>/dev/null || true
+  "$PY" -c "import $PKG, os; print(os.path.dirname(os.path.abspath($PKG.__file__)))" 2>/dev/null || true
 }
 
 if [ "${VISION_MSGS_FORCE:-0}" != "1" ] && check_import; then
@@ -40,12 +46,12 @@ if [ "${VISION_MSGS_FORCE:-0}" != "1" ] && check_import; then
   case "$MOD" in
     "$VENV"/*)
       if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$SRC_HASH" ]; then
-        echo "vision_msgs: already built into $VENV from the current interface files; skipping"
+        echo "$PKG: already built into $VENV from the current interface files; skipping"
         exit 0
       fi
-      echo "vision_msgs: venv build is stale (interface files changed); rebuilding" ;;
+      echo "$PKG: venv build is stale (interface files changed); rebuilding" ;;
     *)
-      echo "vision_msgs: provided by the environment ($MOD); skipping the build"
+      echo "$PKG: provided by the environment ($MOD); skipping the build"
       exit 0 ;;
   esac
 fi
@@ -54,7 +60,7 @@ command -v cmake >/dev/null || { echo "error: cmake not found (apt-get install c
 command -v c++ >/dev/null || command -v g++ >/dev/null || { echo "error: no C/C++ compiler found" >&2; exit 1; }
 
 T0=$(date +%s)
-echo "vision_msgs: installing the ROS 2 build wheels"
+echo "$PKG: installing the ROS 2 build wheels"
 "$PY" -m pip install -q -r "$REPO/requirements/ros-build.txt"
 
 # The wheels' exported CMake files name the wheel builder's Python and numpy include dirs
@@ -80,7 +86,7 @@ for path in glob.glob(os.path.join(venv, "share", "*", "cmake", "*.cmake")):
         with open(path, "w", encoding="utf-8") as f:
             f.write(new)
         changed += 1
-print(f"vision_msgs: rewrote builder include paths in {changed} cmake files -> {py_inc}, {np_inc}")
+print(f"interfaces: rewrote builder include paths in {changed} cmake files -> {py_inc}, {np_inc}")
 PYEOF
 
 export AMENT_PREFIX_PATH="$VENV"
@@ -91,7 +97,7 @@ export LD_LIBRARY_PATH="$VENV/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 # Fresh build dir each time: a cache from a different venv or a failed configure must not leak in.
 rm -rf "$BUILD_DIR"
 mkdir -p "$BUILD_DIR"
-echo "vision_msgs: configuring in $BUILD_DIR"
+echo "$PKG: configuring in $BUILD_DIR"
 cmake -S "$SRC" -B "$BUILD_DIR" \
   -DCMAKE_BUILD_TYPE="${VISION_MSGS_BUILD_TYPE:-Release}" \
   -DPython3_EXECUTABLE="$PY" \
@@ -99,7 +105,7 @@ cmake -S "$SRC" -B "$BUILD_DIR" \
   -DBUILD_TESTING=OFF \
   -DCMAKE_INSTALL_PREFIX="$VENV" >"$BUILD_DIR/configure.log" 2>&1 \
   || { tail -n 40 "$BUILD_DIR/configure.log" >&2; echo "error: cmake configure failed (log: $BUILD_DIR/configure.log)" >&2; exit 1; }
-echo "vision_msgs: building with $JOBS jobs"
+echo "$PKG: building with $JOBS jobs"
 cmake --build "$BUILD_DIR" -j "$JOBS" >"$BUILD_DIR/build.log" 2>&1 \
   || { tail -n 40 "$BUILD_DIR/build.log" >&2; echo "error: build failed (log: $BUILD_DIR/build.log)" >&2; exit 1; }
 cmake --install "$BUILD_DIR" >"$BUILD_DIR/install.log" 2>&1 \
@@ -107,9 +113,9 @@ cmake --install "$BUILD_DIR" >"$BUILD_DIR/install.log" 2>&1 \
 
 # Check in a clean environment, as a user would run it.
 if ! env -u AMENT_PREFIX_PATH -u CMAKE_PREFIX_PATH -u LD_LIBRARY_PATH -u _ROS_WHEELS_BOOTSTRAP_COMPLETE \
-    "$PY" -c 'from vision_msgs.msg import Detection3DArray, LabelInfo; Detection3DArray(); LabelInfo()'; then
-  echo "error: vision_msgs was installed but does not import from $PY" >&2
+    "$PY" -c "from $PKG.msg import $CHECK_TYPES"; then
+  echo "error: $PKG was installed but does not import from $PY" >&2
   exit 1
 fi
 echo "$SRC_HASH" >"$STAMP"
-echo "vision_msgs: built and installed into $VENV in $(( $(date +%s) - T0 )) s"
+echo "$PKG: built and installed into $VENV in $(( $(date +%s) - T0 )) s"
