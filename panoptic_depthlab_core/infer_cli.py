@@ -11,6 +11,8 @@ import argparse
 import json
 from pathlib import Path
 
+from .eval.prediction_export import DEPTH_FORMATS, PredictionExporter, image_id_from_filename, resolve_depth_format
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff", ".webp"}
 
 
@@ -31,6 +33,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(f"--{name}", type=float, default=None, help="camera intrinsics (pixels)")
     parser.add_argument("--near", type=float, default=10.0, help="overlay colour scale: red at this distance (m)")
     parser.add_argument("--far", type=float, default=60.0, help="overlay colour scale: blue at this distance (m)")
+    parser.add_argument(
+        "--export-predictions",
+        default=None,
+        metavar="DIR",
+        help="also write the Cityscapes panoptic format: id-encoded PNGs + JSON, labelIds, depth "
+        "(docs/predictions.md); image ids are the file names without _leftImg8bit",
+    )
+    parser.add_argument(
+        "--depth-format",
+        default="auto",
+        choices=DEPTH_FORMATS,
+        help="depth in --export-predictions: disparity (needs --baseline and --fx; auto picks it then), "
+        "else tiff/npy (float32 metres) or none",
+    )
+    parser.add_argument("--baseline", type=float, default=None, help="stereo baseline (m) for disparity export")
 
 
 def collect_images(inputs: list[str]) -> list[Path]:
@@ -74,6 +91,13 @@ def run(args: argparse.Namespace) -> int:
     viz = VizConfig(near_m=args.near, far_m=args.far)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    exporter = None
+    if args.export_predictions:
+        baseline_known = args.baseline is not None and K is not None
+        depth_format = resolve_depth_format(args.depth_format, baseline_known)
+        if depth_format == "disparity" and not baseline_known:
+            raise ValueError("--depth-format disparity needs --baseline and the intrinsics (--fx ...)")
+        exporter = PredictionExporter(args.export_predictions, "predictions", depth_format)
     for path in tqdm(images, desc="infer", unit="img", disable=len(images) < 2):
         bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if bgr is None:
@@ -100,5 +124,15 @@ def run(args: argparse.Namespace) -> int:
             "segments": [s.to_dict() for s in result.segments],
         }
         (out / f"{stem}_segments.json").write_text(json.dumps(doc, indent=2) + "\n")
+        if exporter is not None:
+            exporter.add(
+                image_id_from_filename(path.name),
+                result,
+                baseline_m=args.baseline,
+                fx=None if K is None else float(K[0, 0]),
+                file_name=path.name,
+            )
+    if exporter is not None:
+        print(f"wrote Cityscapes-format predictions: {exporter.close()}")
     print(f"wrote results for {len(images)} image(s) to {out}")
     return 0

@@ -10,6 +10,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from panoptic_depthlab_core.eval.prediction_export import (
+    DEPTH_FORMATS,
+    PredictionExporter,
+    resolve_depth_format,
+)
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=None, help="model YAML (default: the shipped default model)")
@@ -22,6 +28,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--depth-cap", type=float, default=80.0, help="depth metrics use GT <= this (m)")
     parser.add_argument("--no-intrinsics", action="store_true", help="do not pass the camera K to the model")
     parser.add_argument("--quiet", action="store_true", help="no progress bar, no table on stdout")
+    parser.add_argument(
+        "--save-predictions",
+        default=None,
+        metavar="DIR",
+        help="also write the predictions in the Cityscapes panoptic format (see docs/predictions.md)",
+    )
+    parser.add_argument(
+        "--depth-format",
+        default="auto",
+        choices=DEPTH_FORMATS,
+        help="depth in --save-predictions: disparity (16-bit PNG as Cityscapes, the default here), "
+        "npy/tiff (float32 metres) or none",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,6 +63,11 @@ def run(args: argparse.Namespace) -> int:
         records = records[: args.limit]
     predictor = Predictor.from_config(args.config, args.weights, device=args.device)
     evaluator = Evaluator(segments=predictor.cfg.segments, depth_cap_m=args.depth_cap)
+    exporter = None
+    if args.save_predictions:  # every record has its camera json (baseline, fx): disparity by default
+        exporter = PredictionExporter(
+            args.save_predictions, args.split, resolve_depth_format(args.depth_format, baseline_known=True)
+        )
     for rec in tqdm(records, desc=f"eval {args.split}", unit="img", disable=args.quiet, file=sys.stderr):
         gt = load_gt(rec)
         image = read_image(rec.image_path)
@@ -53,6 +77,17 @@ def run(args: argparse.Namespace) -> int:
             K = np.array([[c.fx, 0.0, c.u0], [0.0, c.fy, c.v0], [0.0, 0.0, 1.0]])
         result = predictor.predict(image, K)
         evaluator.add_frame(result, gt.panoptic, gt.semantic, gt.depth_m)
+        if exporter is not None:
+            cam = gt.camera
+            exporter.add(
+                rec.image_id,
+                result,
+                baseline_m=cam.baseline if cam else None,
+                fx=cam.fx if cam else None,
+                file_name=rec.image_path.name,
+            )
+    if exporter is not None:
+        print(f"wrote predictions for {len(records)} image(s): {exporter.close()}")
     summary = evaluator.summary()
     summary["run"] = {
         "config": str(args.config or "default model"),
