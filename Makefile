@@ -37,6 +37,7 @@ setup: $(STAMPS)/package
 
 test: setup
 	$(ROS_ENV) $(PY) -m ruff check .
+	$(VENV)/bin/lint-imports  # layer contracts: pyproject.toml [tool.importlinter]
 	$(ROS_ENV) $(PY) -m pytest -q -ra test
 
 demo: setup
@@ -44,6 +45,7 @@ demo: setup
 
 lint: setup
 	$(PY) -m ruff check .
+	$(VENV)/bin/lint-imports
 
 # CPU benchmarks; each writes JSON to benchmarks/results/. GPU runs: see README "Benchmarks".
 bench: setup
