@@ -42,6 +42,7 @@ setup(
         "opencv-python-headless>=4.9",
         "pillow>=10.0",
         "tqdm>=4.66",
+        "scipy>=1.11",  # tracking: Hungarian assignment
     ],
     extras_require={
         "onnx": ["onnx>=1.16", "onnxruntime>=1.18", "onnxconverter-common>=1.14"],

@@ -32,6 +32,12 @@ class Segment:
     # Camera optical frame (x right, y down, z forward), metres; None without intrinsics.
     position_xyz_m: tuple[float, float, float] | None = None
     extent_xyz_m: tuple[float, float, float] | None = None
+    # Where distance_m (and position_xyz_m) came from: "depth" (the depth decoder), "ground" (the
+    # flat-road ground contact, ground_distance.py) or "fused" (both, inverse-variance weighted).
+    distance_source: str = "depth"
+    # False when the number is known to be doubtful: a ground contact cut by the image border or
+    # hidden by another object (the distance is then only an upper bound).
+    distance_reliable: bool = True
 
     def to_dict(self) -> dict:
         def clean(v):

@@ -205,9 +205,12 @@ def convert_detectron2(pkl_path: str | Path, out_path: str | Path, variant: str 
         "source_file": pkl_path.name,
         "source_sha256": file_sha256(pkl_path),
         "depth_head": "checkpoint" if not depth_missing else "fresh_init",
+        # ground_distance.depth_decoder_trained reads this: untrained -> distances from the ground plane
+        "depth_decoder_trained": not depth_missing,
         "tensors": len(out_sd),
     }
-    save_safetensors(out_sd, out_path, metadata={"variant": variant, "source_sha256": sidecar["source_sha256"]})
+    save_safetensors(out_sd, out_path, metadata={"variant": variant, "source_sha256": sidecar["source_sha256"],
+                                                 "depth_decoder_trained": str(not depth_missing).lower()})
     Path(str(out_path) + ".json").write_text(json.dumps(sidecar, indent=2) + "\n")
     return sidecar
 
