@@ -2,9 +2,23 @@
 
 Input messages are read from the bag as CDR bytes and deserialized with rclpy into the message
 classes the node receives; each frame goes through the node's own ``FrameProcessor`` (decode, K,
-Predictor, ``build_messages``); every output is serialized by rclpy and written, with the input's
-bag time and header stamp, under the topic the live node publishes it on. So the output bag is what
-``ros2 bag record`` of the node would hold, without dropped frames, as fast as the backend runs.
+Predictor, ``build_messages``); every output is written, with the input's bag time and header stamp,
+under the topic the live node publishes it on. So the output bag is what ``ros2 bag record`` of the
+node would hold, without dropped frames, as fast as the backend runs.
+
+Pairing: CameraInfo and GT messages are matched to their image by header stamp, and they may come
+before or after the image in the bag (``ros2 bag record`` stores a CameraInfo just after its image,
+because image_transport publishes the image first). An image waits until its partners have arrived
+or the bag time has moved ``pairing_window_s`` past it; a frame whose own CameraInfo never comes uses
+the latest earlier one, with a counted warning.
+
+Several cameras (``--image-topic`` repeated) run in one pass: each has its own CameraInfo (found
+beside the image topic, as image_transport names it), outputs under its own namespace, metrics of
+its own.
+
+Determinism: outputs are serialised with zeroed CDR padding (``common.CdrSerializer``) and written in
+a fixed order, so the same bag and model give byte-identical output bags (see docs/bags.md for what
+"byte-identical" covers).
 
 With ground-truth topics (depth 32FC1 metres or 16UC1 millimetres, panoptic 16UC1 in the node's
 encoding) every frame is also scored by the evaluation module's ``Evaluator`` (the one ``panoptic-
@@ -12,30 +26,47 @@ depthlab eval`` uses): ``metrics.json`` + ``metrics.md`` (same format as eval) a
 
 A read failure (corrupt or truncated bag) or Ctrl-C still leaves a closed, readable output bag and
 the metrics of the frames done so far.
+
+Library use (one bag per call; a fleet runner calls it per bag, reusing one processor):
+
+    report = evaluate_bag("drive", "drive_out", BagEvalOptions(image_topics=("/front/image_raw",)))
+    report.exit_code, report.frames, report.cameras["/front/image_raw"].summary
 """
 
 from __future__ import annotations
 
 import argparse
+import bisect
 import json
+import posixpath
 import sys
 import time
-from collections import OrderedDict, deque
-from dataclasses import dataclass, field, replace
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .common import STORAGES
-from .drive_bag import CAMERA_INFO_TOPIC, GT_DEPTH_TOPIC, GT_PANOPTIC_TOPIC, IMAGE_TOPIC, panoptic_from_16u
+from .common import STORAGES, BagReadError, base_image_topic, camera_info_topic_beside
+from .drive_bag import GT_DEPTH_TOPIC, GT_PANOPTIC_TOPIC, IMAGE_TOPIC, panoptic_from_16u
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 CAMERA_INFO_TYPES = ("sensor_msgs/msg/CameraInfo",)
 GT_IMAGE_TYPES = ("sensor_msgs/msg/Image",)
 DEFAULT_NODE_NAME = "panoptic_depthlab"
-# An image waits for its GT (matched by header stamp) until this many newer images have arrived.
-GT_LOOKAHEAD_FRAMES = 8
+# An image waits this long in bag time for its CameraInfo/GT: they are published within
+# milliseconds of it, and at 30 frames/s 0.5 s of raw 1080p images is ~90 MB held per camera.
+DEFAULT_PAIRING_WINDOW_S = 0.5
+# CameraInfo / GT messages kept per topic for pairing (older ones are dropped first).
+PAIRING_STORE_SIZE = 256
+# Exit codes of the CLI (and BagReport.exit_code): 1 = the bag broke off (frames before it kept).
+EXIT_OK, EXIT_DAMAGED, EXIT_INTERRUPTED = 0, 1, 130
+
+
+class NoImageMessages(ValueError):
+    """The image topic(s) exist but hold no messages: nothing to evaluate."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,22 +76,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--storage", choices=STORAGES, default="mcap", help="output bag storage (default mcap)"
     )
     parser.add_argument(
-        "--image-topic", default=IMAGE_TOPIC, help=f"Image or CompressedImage ({IMAGE_TOPIC})"
+        "--image-topic",
+        action="append",
+        default=None,
+        help=f"Image or CompressedImage topic; repeat for several cameras (default {IMAGE_TOPIC})",
     )
     parser.add_argument(
         "--camera-info-topic",
+        action="append",
         default=None,
-        help=f"CameraInfo topic (default {CAMERA_INFO_TOPIC} when present; '' = none)",
+        help="CameraInfo topic, one per --image-topic in the same order (default: camera_info beside "
+        "each image topic, e.g. /front/image_raw[/compressed] -> /front/camera_info; '' = none)",
     )
     parser.add_argument(
         "--gt-depth-topic",
+        action="append",
         default=None,
-        help=f"GT depth, 32FC1 m or 16UC1 mm (default {GT_DEPTH_TOPIC} when present; '' = none)",
+        help=f"GT depth, 32FC1 m or 16UC1 mm, one per --image-topic (default {GT_DEPTH_TOPIC} "
+        "when present and there is one camera; '' = none)",
     )
     parser.add_argument(
         "--gt-panoptic-topic",
+        action="append",
         default=None,
-        help=f"GT panoptic 16UC1 (default {GT_PANOPTIC_TOPIC} when present; '' = none)",
+        help=f"GT panoptic 16UC1, one per --image-topic (default {GT_PANOPTIC_TOPIC} when present "
+        "and there is one camera; '' = none)",
+    )
+    parser.add_argument(
+        "--pairing-window",
+        type=float,
+        default=DEFAULT_PAIRING_WINDOW_S,
+        metavar="S",
+        help="bag seconds an image waits for its CameraInfo/GT (matched by header stamp; default "
+        f"{DEFAULT_PAIRING_WINDOW_S})",
     )
     parser.add_argument(
         "--metrics-out",
@@ -88,7 +136,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default=None, help="torch | onnxruntime | tensorrt")
     parser.add_argument("--device", default=None, help="cpu | cuda | cuda:N")
     parser.add_argument("--input-size", default=None, help="network input HxW, e.g. 512x1024")
-    parser.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
+    parser.add_argument("--max-frames", type=int, default=None, help="stop after this many frames per camera")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -118,17 +166,17 @@ def node_params_from_args(args: argparse.Namespace) -> Any:
     from .drive_bag import parse_size
 
     values: dict[str, Any] = {}
-    if args.params_file is not None:
+    if getattr(args, "params_file", None) is not None:
         values.update(load_params_file(args.params_file))
-    if args.config is not None:
+    if getattr(args, "config", None) is not None:
         values["model_config"] = str(args.config)
-    if args.weights is not None:
+    if getattr(args, "weights", None) is not None:
         values["weights"] = str(args.weights)
-    if args.backend is not None:
+    if getattr(args, "backend", None) is not None:
         values["backend"] = args.backend
-    if args.device is not None:
+    if getattr(args, "device", None) is not None:
         values["device"] = args.device
-    if args.input_size is not None:
+    if getattr(args, "input_size", None) is not None:
         values["input_height"], values["input_width"] = parse_size(args.input_size)
     known = NodeParams.__dataclass_fields__
     unknown = sorted(set(values) - set(known))
@@ -149,6 +197,98 @@ def output_topic_names(node_name: str, namespace: str = "") -> dict[str, str]:
     topics = {name: f"{ns}/{node_name}/{rel[2:]}" for name, rel in OUTPUT_TOPICS.items()}
     topics["label_info"] = f"{ns}/{node_name}/label_info"
     return topics
+
+
+def camera_namespaces(image_topics: Sequence[str]) -> list[str]:
+    """Output namespace of each camera: '' for a single camera (outputs ``/panoptic_depthlab/...``
+    as before); with several, the image topic's parent (``/front/image_raw[/compressed]`` ->
+    ``front``), as if one node ran per camera namespace. Where parents are empty or shared, the
+    base image topic itself (``/left_image`` -> ``left_image``)."""
+    if len(image_topics) == 1:
+        return [""]
+    bases = [base_image_topic(t) for t in image_topics]
+    parents = [posixpath.dirname(b).strip("/") for b in bases]
+    if all(parents) and len(set(parents)) == len(parents):
+        return parents
+    return [b.strip("/") for b in bases]
+
+
+# ------------------------------------------------------------------------------------------ options
+
+
+@dataclass
+class BagEvalOptions:
+    """Everything ``evaluate_bag`` needs besides the paths (plain data: picklable for worker processes).
+
+    Per-camera topic lists (``camera_info_topics``, ``gt_*_topics``) have one entry per image topic,
+    in the same order; '' = none for that camera; None = found automatically (see add_arguments).
+    """
+
+    image_topics: tuple[str, ...] = (IMAGE_TOPIC,)
+    camera_info_topics: tuple[str, ...] | None = None
+    gt_depth_topics: tuple[str, ...] | None = None
+    gt_panoptic_topics: tuple[str, ...] | None = None
+    storage: str = "mcap"
+    metrics_out: Path | None = None  # None: OUT_BAG + "_metrics"
+    copy_inputs: bool = False
+    node_name: str = DEFAULT_NODE_NAME
+    namespace: str = ""
+    params: Any = None  # panoptic_depthlab_ros.params.NodeParams; None = the node's defaults
+    max_frames: int | None = None  # per camera
+    pairing_window_s: float = DEFAULT_PAIRING_WINDOW_S
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.image_topics = tuple(self.image_topics)
+        if not self.image_topics:
+            raise ValueError("at least one image topic is needed")
+        if len(set(self.image_topics)) != len(self.image_topics):
+            raise ValueError(f"an image topic is given twice: {', '.join(self.image_topics)}")
+        if self.storage not in STORAGES:
+            raise ValueError(f"unknown output storage {self.storage!r}; choose one of {', '.join(STORAGES)}")
+        if not self.pairing_window_s >= 0:
+            raise ValueError(f"--pairing-window must be >= 0 s, got {self.pairing_window_s}")
+        if self.max_frames is not None and self.max_frames < 0:
+            raise ValueError(f"--max-frames must be >= 0, got {self.max_frames}")
+        for name in ("camera_info_topics", "gt_depth_topics", "gt_panoptic_topics"):
+            values = getattr(self, name)
+            if values is None:
+                continue
+            values = tuple(values)
+            if len(values) == 1 and values[0] == "":
+                values = ("",) * len(self.image_topics)  # a single '' turns it off for every camera
+            if len(values) != len(self.image_topics):
+                option = "--" + name[:-1].replace("_", "-")
+                raise ValueError(
+                    f"{option} is given {len(values)} time(s) for {len(self.image_topics)} image topic(s); "
+                    "give it once per --image-topic, in the same order ('' = none)"
+                )
+            setattr(self, name, values)
+
+
+def options_from_args(args: argparse.Namespace) -> BagEvalOptions:
+    """BagEvalOptions from the parsed command line (node parameters resolved here)."""
+
+    def topics(value: Any) -> tuple[str, ...] | None:
+        if value is None:
+            return None
+        return (value,) if isinstance(value, str) else tuple(value)
+
+    return BagEvalOptions(
+        image_topics=topics(args.image_topic) or (IMAGE_TOPIC,),
+        camera_info_topics=topics(args.camera_info_topic),
+        gt_depth_topics=topics(args.gt_depth_topic),
+        gt_panoptic_topics=topics(args.gt_panoptic_topic),
+        storage=args.storage,
+        metrics_out=args.metrics_out,
+        copy_inputs=args.copy_inputs,
+        node_name=args.node_name,
+        namespace=args.namespace,
+        params=node_params_from_args(args),
+        max_frames=args.max_frames,
+        pairing_window_s=getattr(args, "pairing_window", DEFAULT_PAIRING_WINDOW_S),
+        progress=not args.no_progress,
+    )
 
 
 # ------------------------------------------------------------------------------------------ GT decoding
@@ -192,43 +332,178 @@ def gt_panoptic_ids(msg: Any) -> np.ndarray:
     return panoptic_from_16u(gt_image_to_array(msg, "GT panoptic"))
 
 
+# ------------------------------------------------------------------------------------------ reports
+
+
+@dataclass
+class CameraReport:
+    """One camera of a run: its topics, frames, how they were paired, its metrics."""
+
+    image_topic: str
+    camera_info_topic: str  # '' = none
+    gt_depth_topic: str
+    gt_panoptic_topic: str
+    output_namespace: str  # the outputs are under /<namespace>/<node name>/...
+    frames: int = 0  # processed (outputs written)
+    frames_with_gt: int = 0
+    # CameraInfo pairing of the processed frames: its own (same stamp), the latest earlier one, none
+    camera_info_exact: int = 0
+    camera_info_fallback: int = 0
+    camera_info_none: int = 0
+    camera_info_unusable: dict[str, int] = field(default_factory=dict)  # K not used: why -> frames
+    gt_missing: int = 0  # frames whose GT did not arrive within the window (GT topics configured)
+    gt_rejected: dict[str, int] = field(default_factory=dict)  # GT present but unusable: why -> frames
+    rejected: dict[str, int] = field(default_factory=dict)  # images the node rejects: reason -> frames
+    summary: dict | None = None  # Evaluator.summary() when the camera has GT
+
+
+@dataclass
+class BagReport:
+    """What ``evaluate_bag`` did: per camera and in total. ``exit_code``: what the CLI exits with."""
+
+    input_bag: str
+    output_bag: str
+    metrics_dir: str
+    cameras: dict[str, CameraReport] = field(default_factory=dict)  # by image topic, in option order
+    output_counts: dict[str, int] = field(default_factory=dict)  # messages written per output topic
+    per_frame: list[dict] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    error: str | None = None  # the bag broke off: where, and what was kept
+    interrupted: bool = False
+
+    @property
+    def frames(self) -> int:
+        return sum(c.frames for c in self.cameras.values())
+
+    @property
+    def frames_with_gt(self) -> int:
+        return sum(c.frames_with_gt for c in self.cameras.values())
+
+    @property
+    def rejected(self) -> dict[str, int]:
+        total: dict[str, int] = {}
+        for camera in self.cameras.values():
+            for reason, n in camera.rejected.items():
+                total[reason] = total.get(reason, 0) + n
+        return total
+
+    @property
+    def summary(self) -> dict | None:
+        """The metrics of a single-camera run (several cameras: see ``cameras[topic].summary``)."""
+        if len(self.cameras) != 1:
+            return None
+        return next(iter(self.cameras.values())).summary
+
+    @property
+    def complete(self) -> bool:
+        return self.error is None and not self.interrupted
+
+    @property
+    def frames_per_second(self) -> float | None:
+        return self.frames / self.seconds if self.seconds > 0 else None
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted:
+            return EXIT_INTERRUPTED
+        return EXIT_DAMAGED if self.error is not None else EXIT_OK
+
+
+BagEvalResult = BagReport  # the earlier name
+
+
 # ------------------------------------------------------------------------------------------ the run
 
 
 @dataclass
 class PendingFrame:
-    """An image waiting for its GT; GT and CameraInfo are matched by header stamp."""
+    """An image waiting for its CameraInfo and GT (matched by header stamp) or for the window to pass."""
 
-    index: int
+    camera: _Camera
+    index: int  # per camera
     log_time_ns: int
     stamp_ns: int
     raw: bytes
-    camera_info: Any = None  # the latest CameraInfo when the image arrived
+
+
+class StampStore:
+    """CameraInfo/GT messages (raw CDR + bag time) by header stamp; keeps the newest ``size`` stamps."""
+
+    def __init__(self, size: int = PAIRING_STORE_SIZE) -> None:
+        self.size = size
+        self._items: dict[int, tuple[bytes, int]] = {}
+        self._stamps: list[int] = []  # sorted
+
+    def __contains__(self, stamp: int) -> bool:
+        return stamp in self._items
+
+    def put(self, stamp: int, raw: bytes, log_time_ns: int) -> None:
+        if stamp not in self._items:
+            bisect.insort(self._stamps, stamp)
+        self._items[stamp] = (raw, log_time_ns)
+        while len(self._stamps) > self.size:
+            del self._items[self._stamps.pop(0)]
+
+    def get(self, stamp: int) -> tuple[bytes, int] | None:
+        return self._items.get(stamp)
+
+    def pop(self, stamp: int) -> tuple[bytes, int] | None:
+        item = self._items.pop(stamp, None)
+        if item is not None:
+            self._stamps.remove(stamp)
+        return item
+
+    def latest_before(self, stamp: int) -> tuple[int, bytes, int] | None:
+        """(stamp, raw, bag time) of the newest message stamped before ``stamp``."""
+        i = bisect.bisect_left(self._stamps, stamp)
+        if i == 0:
+            return None
+        found = self._stamps[i - 1]
+        raw, log_time = self._items[found]
+        return found, raw, log_time
 
 
 @dataclass
-class BagEvalResult:
-    frames: int = 0
-    frames_with_gt: int = 0
-    rejected: dict[str, int] = field(default_factory=dict)
-    output_counts: dict[str, int] = field(default_factory=dict)
-    summary: dict | None = None
-    per_frame: list[dict] = field(default_factory=list)
-    seconds: float = 0.0
-    error: str | None = None
-    interrupted: bool = False
+class _Camera:
+    report: CameraReport
+    image_cls: Any
+    out_topics: dict[str, str]
+    evaluator: Any = None
+    infos: StampStore = field(default_factory=StampStore)
+    gt: dict[str, StampStore] = field(default_factory=dict)  # GT topic -> its messages
+    frames_read: int = 0
+    wrote_label_info: bool = False
+    warned: set[str] = field(default_factory=set)
 
 
-def _resolve_topic(
-    reader: Any, requested: str | None, default: str, types: tuple[str, ...], option: str
-) -> str:
+def make_processor(params: Any) -> Any:
+    """The node's FrameProcessor for ``params`` (NodeParams); reuse it across bags (model loaded once)."""
+    from panoptic_depthlab_ros.processing import FrameProcessor, load_predictor, message_options
+
+    try:
+        predictor = load_predictor(params)
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(
+            f"{exc}; the shipped default model may be missing: pass --config and --weights"
+        ) from exc
+    return FrameProcessor(
+        predictor,
+        message_options(params),
+        prefer_rectified=params.prefer_rectified,
+        max_pixels=params.max_input_pixels,
+    )
+
+
+def _resolve_topic(reader: Any, requested: str | None, default: str, types: tuple[str, ...], option: str) -> str:
     """'' = off; None = the default when the bag has it; anything else must exist with the right type."""
     from .common import find_topic
 
     if requested == "":
         return ""
     if requested is None:
-        if default not in reader.topics:
+        info = reader.topics.get(default) if default else None
+        if info is None or info.msgtype not in types:
             return ""
         requested = default
     find_topic(reader, requested, types, option)
@@ -236,244 +511,453 @@ def _resolve_topic(
 
 
 class BagEvaluator:
-    """Runs one bag through FrameProcessor; call ``run()``. Inputs are rclpy messages throughout."""
+    """Runs one bag through FrameProcessor; call ``run()``. Inputs are rclpy messages throughout.
 
-    def __init__(self, args: argparse.Namespace, processor: Any = None, params: Any = None) -> None:
-        self.args = args
-        self.params = params if params is not None else node_params_from_args(args)
+    ``BagEvaluator(IN, OUT, options)`` or ``BagEvaluator(args)`` (a parsed command line).
+    ``processor``: a FrameProcessor to reuse (else one is built from ``options.params``).
+    """
+
+    def __init__(
+        self,
+        in_bag: argparse.Namespace | str | Path,
+        out_bag: str | Path | None = None,
+        options: BagEvalOptions | None = None,
+        processor: Any = None,
+    ) -> None:
+        if isinstance(in_bag, argparse.Namespace):
+            args = in_bag
+            in_bag, out_bag, options = args.in_bag, args.out, options_from_args(args)
+        if out_bag is None:
+            raise ValueError("an output bag path is needed")
+        self.in_bag = Path(in_bag)
+        self.out_bag = Path(out_bag)
+        self.options = options if options is not None else BagEvalOptions()
+        if self.options.params is None:
+            from panoptic_depthlab_ros.params import NodeParams
+
+            self.options = replace(self.options, params=NodeParams())
+        self.params = self.options.params
         self._processor = processor
-        self.metrics_dir = Path(args.metrics_out) if args.metrics_out else Path(f"{args.out}_metrics")
+        self.metrics_dir = (
+            Path(self.options.metrics_out)
+            if self.options.metrics_out
+            else self.out_bag.with_name(self.out_bag.name + "_metrics")
+        )
+
+    def _cameras(self, reader: Any, report: BagReport) -> list[_Camera]:
+        """Resolve every camera's topics against the bag (errors list the bag's topics)."""
+        from sensor_msgs.msg import CompressedImage, Image
+
+        from .common import find_topic
+
+        opts = self.options
+        n = len(opts.image_topics)
+        namespaces = camera_namespaces(opts.image_topics)
+        cameras = []
+        for i, image_topic in enumerate(opts.image_topics):
+            find_topic(reader, image_topic, IMAGE_TYPES, "--image-topic")
+            info_topic = ""
+            if self.params.use_camera_info:
+                requested = None if opts.camera_info_topics is None else opts.camera_info_topics[i]
+                beside = camera_info_topic_beside(image_topic)
+                info_topic = _resolve_topic(reader, requested, beside, CAMERA_INFO_TYPES, "--camera-info-topic")
+                if requested is None and not info_topic:
+                    self._warn(
+                        report,
+                        f"no CameraInfo topic beside {image_topic} (looked for {beside}): its frames get no "
+                        "detections_3d/markers/camera_info; name one with --camera-info-topic",
+                    )
+            gt_topics = []
+            for option, given, default in (
+                ("--gt-depth-topic", opts.gt_depth_topics, GT_DEPTH_TOPIC),
+                ("--gt-panoptic-topic", opts.gt_panoptic_topics, GT_PANOPTIC_TOPIC),
+            ):
+                requested = None if given is None else given[i]
+                gt_topics.append(
+                    _resolve_topic(reader, requested, default if n == 1 else "", GT_IMAGE_TYPES, option)
+                )
+            depth_topic, pan_topic = gt_topics
+            namespace = "/".join(p for p in (opts.namespace.strip("/"), namespaces[i]) if p)
+            msgtype = reader.topics[image_topic].msgtype
+            camera = _Camera(
+                report=CameraReport(image_topic, info_topic, depth_topic, pan_topic, namespace),
+                image_cls=Image if msgtype.endswith("/Image") else CompressedImage,
+                out_topics=output_topic_names(opts.node_name, namespace),
+                gt={t: StampStore() for t in gt_topics if t},
+            )
+            cameras.append(camera)
+        # An empty image topic is worth a line; all of them empty is nothing to evaluate.
+        counts = {c.report.image_topic: reader.topics[c.report.image_topic].msgcount for c in cameras}
+        if not any(counts.values()):
+            salvaged = getattr(reader, "reason", None)
+            raise NoImageMessages(
+                f"no image messages on {', '.join(counts)} in bag {self.in_bag}"
+                + (f" before the damage ({salvaged})" if salvaged else "")
+                + "; nothing to evaluate"
+            )
+        for topic, count in counts.items():
+            if not count:
+                self._warn(report, f"{topic} holds no messages in bag {self.in_bag}")
+        return cameras
 
     def _make_processor(self) -> Any:
-        from panoptic_depthlab_ros.processing import FrameProcessor, load_predictor, message_options
-
         if self._processor is None:
-            try:
-                predictor = load_predictor(self.params)
-            except FileNotFoundError as exc:
-                raise FileNotFoundError(
-                    f"{exc}; the shipped default model may be missing: pass --config and --weights"
-                ) from exc
-            self._processor = FrameProcessor(
-                predictor,
-                message_options(self.params),
-                prefer_rectified=self.params.prefer_rectified,
-                max_pixels=self.params.max_input_pixels,
-            )
+            self._processor = make_processor(self.params)
+            self._owns_processor = True
         return self._processor
 
-    def run(self) -> BagEvalResult:
-        from rclpy.serialization import deserialize_message, serialize_message
-        from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+    def _warn(self, report: BagReport, text: str, bar: Any = None) -> None:
+        report.warnings.append(text)
+        line = f"bag-eval: warning: {text}"
+        if bar is not None:
+            bar.write(line, file=sys.stderr)
+        else:
+            print(line, file=sys.stderr)
+
+    def run(
+        self, on_frame: Callable[[CameraReport, PendingFrame, Any], None] | None = None
+    ) -> BagReport:
+        """Evaluate the bag; ``on_frame(camera, frame, processed)`` is called after each frame's
+        outputs are written (``processed``: the ProcessedFrame, with ``result`` the FrameResult)."""
+        from rclpy.serialization import deserialize_message
+        from sensor_msgs.msg import CameraInfo, Image
         from tqdm import tqdm
 
         from panoptic_depthlab_core.eval.evaluator import Evaluator
-        from panoptic_depthlab_ros.image_publisher import serialize_image
-        from panoptic_depthlab_ros.messages import label_info
+        from panoptic_depthlab_ros.messages import OUTPUT_NAMES, label_info
 
-        from .common import (
-            BagReadError,
-            BagWriter,
-            find_topic,
-            format_ns,
-            iter_bag_messages,
-            msgtype_of,
-            open_bag,
-            stamp_from_cdr,
-        )
+        from .common import BagWriter, CdrSerializer, format_ns, iter_bag_messages, msgtype_of, open_bag, stamp_from_cdr
 
-        args = self.args
-        result = BagEvalResult()
-        reader = open_bag(args.in_bag)
+        opts = self.options
+        report = BagReport(str(self.in_bag), str(self.out_bag), str(self.metrics_dir))
+        self._owns_processor = False
+        reader = open_bag(self.in_bag)
         writer = None
         bar = None
         t_start = time.perf_counter()
+        window_ns = int(round(opts.pairing_window_s * 1e9))
         try:
-            find_topic(reader, args.image_topic, IMAGE_TYPES, "--image-topic")
-            info_topic = (
-                ""
-                if not self.params.use_camera_info
-                else _resolve_topic(
-                    reader,
-                    args.camera_info_topic,
-                    CAMERA_INFO_TOPIC,
-                    CAMERA_INFO_TYPES,
-                    "--camera-info-topic",
-                )
-            )
-            depth_topic = _resolve_topic(
-                reader, args.gt_depth_topic, GT_DEPTH_TOPIC, GT_IMAGE_TYPES, "--gt-depth-topic"
-            )
-            pan_topic = _resolve_topic(
-                reader, args.gt_panoptic_topic, GT_PANOPTIC_TOPIC, GT_IMAGE_TYPES, "--gt-panoptic-topic"
-            )
-            image_cls = (
-                Image if reader.topics[args.image_topic].msgtype.endswith("/Image") else CompressedImage
-            )
-            gt_topics = [t for t in (depth_topic, pan_topic) if t]
-            read_topics = {args.image_topic, info_topic, *gt_topics} - {""}
-            connections = (
-                [] if args.copy_inputs else [c for t in read_topics for c in reader.topics[t].connections]
-            )
+            cameras = self._cameras(reader, report)
+            report.cameras = {c.report.image_topic: c.report for c in cameras}
             processor = self._make_processor()
             # Distances are scored with the statistic and depth range the predictor itself used.
             segments_cfg = getattr(getattr(processor.predictor, "cfg", None), "segments", None)
-            evaluator = Evaluator(segments=segments_cfg) if pan_topic else None
-            out_topics = output_topic_names(args.node_name, args.namespace)
-            writer = BagWriter(args.out, args.storage)
-            total = reader.topics[args.image_topic].msgcount
-            if args.max_frames is not None:
-                total = min(total, args.max_frames)
-            bar = tqdm(
-                total=total, unit="frame", desc="bag-eval", disable=args.no_progress, dynamic_ncols=True
-            )
-
-            pending: deque[PendingFrame] = deque()
-            gt: dict[str, OrderedDict[int, Any]] = {t: OrderedDict() for t in gt_topics}
-            infos: OrderedDict[int, Any] = OrderedDict()
-            latest_info: Any = None
-            wrote_label_info = False
+            for camera in cameras:
+                if camera.report.gt_panoptic_topic:
+                    camera.evaluator = Evaluator(segments=segments_cfg)
+            # topic -> [(camera, role)]: role 'image', 'info' or a GT topic
+            routes: dict[str, list[tuple[_Camera, str]]] = {}
+            for camera in cameras:
+                routes.setdefault(camera.report.image_topic, []).append((camera, "image"))
+                if camera.report.camera_info_topic:
+                    routes.setdefault(camera.report.camera_info_topic, []).append((camera, "info"))
+                for topic in camera.gt:
+                    routes.setdefault(topic, []).append((camera, topic))
+            connections = [] if opts.copy_inputs else [c for t in routes for c in reader.topics[t].connections]
+            writer = BagWriter(self.out_bag, opts.storage)
+            serialize = CdrSerializer(writer.typestore)
+            total = 0
+            for camera in cameras:
+                count = reader.topics[camera.report.image_topic].msgcount
+                total += count if opts.max_frames is None else min(count, opts.max_frames)
+            bar = tqdm(total=total, unit="frame", desc="bag-eval", disable=not opts.progress, dynamic_ncols=True)
             source_connections = {c.topic: c for c in reader.connections}
-
-            def remember(store: OrderedDict, stamp: int, value: Any) -> None:
-                store[stamp] = value
-                while len(store) > 4 * GT_LOOKAHEAD_FRAMES:
-                    store.popitem(last=False)
+            uncopyable: set[str] = set()
+            pending: deque[PendingFrame] = deque()  # every camera's images, in bag order
+            latest_log_ns = -(2**63)
 
             def decode(raw: bytes, cls: Any, topic: str, log_time_ns: int) -> Any:
                 try:
                     return deserialize_message(raw, cls)
                 except Exception as exc:  # rclpy raises several types for bad CDR
                     raise BagReadError(
-                        f"bag {args.in_bag} is corrupt: the {topic} message at t={format_ns(log_time_ns)} "
+                        f"bag {self.in_bag} is corrupt: the {topic} message at t={format_ns(log_time_ns)} "
                         f"cannot be deserialized as {cls.__name__}: {exc}"
                     ) from exc
 
+            def warn_once(camera: _Camera, key: str, text: str) -> None:
+                if key not in camera.warned:
+                    camera.warned.add(key)
+                    self._warn(report, text, bar)
+
+            def camera_info_for(camera: _Camera, frame: PendingFrame) -> tuple[Any, str]:
+                topic = camera.report.camera_info_topic
+                if not topic:
+                    return None, "none"
+                exact = camera.infos.get(frame.stamp_ns)
+                if exact is not None:
+                    return decode(exact[0], CameraInfo, topic, exact[1]), "exact"
+                earlier = camera.infos.latest_before(frame.stamp_ns)
+                where = f"{camera.report.image_topic} frame {frame.index} (stamp {format_ns(frame.stamp_ns)})"
+                if earlier is None:
+                    warn_once(
+                        camera,
+                        "none",
+                        f"{where}: no CameraInfo on {topic} with its stamp within {opts.pairing_window_s} s "
+                        "of bag time and none before it: no 3D outputs for it (further such frames are "
+                        "counted in per_frame.json, cameras.camera_info_none)",
+                    )
+                    return None, "none"
+                stamp, raw, log_time = earlier
+                warn_once(
+                    camera,
+                    "fallback",
+                    f"{where}: no CameraInfo on {topic} with its stamp within {opts.pairing_window_s} s of "
+                    f"bag time; using the latest earlier one (stamp {format_ns(stamp)}); further such frames "
+                    "are counted in per_frame.json, cameras.camera_info_fallback",
+                )
+                return decode(raw, CameraInfo, topic, log_time), "fallback"
+
+            def score(camera: _Camera, frame: PendingFrame, result: Any, row: dict[str, Any]) -> None:
+                cam = camera.report
+                found = {t: store.pop(frame.stamp_ns) for t, store in camera.gt.items()}
+                if any(v is None for v in found.values()):
+                    cam.gt_missing += 1
+                    row["gt"] = "missing"
+                    return
+                reason, problem = "", ""
+                pan_raw, pan_log = found[cam.gt_panoptic_topic]
+                gt_depth = None
+                try:
+                    reason = "gt_panoptic_unreadable"
+                    gt_pan = gt_panoptic_ids(decode(pan_raw, Image, cam.gt_panoptic_topic, pan_log))
+                    if cam.gt_depth_topic:
+                        reason = "gt_depth_unreadable"
+                        depth_raw, depth_log = found[cam.gt_depth_topic]
+                        gt_depth = gt_depth_m(decode(depth_raw, Image, cam.gt_depth_topic, depth_log))
+                    reason = "gt_size_mismatch"
+                    sizes = {"the image": (result.height, result.width), "GT panoptic": gt_pan.shape}
+                    if gt_depth is not None:
+                        sizes["GT depth"] = gt_depth.shape
+                    if len(set(sizes.values())) > 1:
+                        problem = ", ".join(f"{k} {w}x{h}" for k, (h, w) in sizes.items())
+                except BagReadError:
+                    raise
+                except ValueError as exc:
+                    problem = str(exc)
+                if problem:
+                    cam.gt_rejected[reason] = cam.gt_rejected.get(reason, 0) + 1
+                    row["gt"] = "rejected"
+                    warn_once(
+                        camera,
+                        reason,
+                        f"{cam.image_topic} frame {frame.index} (stamp {format_ns(frame.stamp_ns)}): GT not "
+                        f"used: {problem} (further such frames are counted in per_frame.json, "
+                        f"cameras.gt_rejected.{reason})",
+                    )
+                    return
+                row.update(camera.evaluator.add_frame(result, gt_pan, gt_depth=gt_depth))
+                row["gt"] = "paired"
+                cam.frames_with_gt += 1
+
             def finish(frame: PendingFrame) -> None:
-                nonlocal wrote_label_info
-                image_msg = decode(frame.raw, image_cls, args.image_topic, frame.log_time_ns)
-                info_msg = infos.get(frame.stamp_ns, frame.camera_info)
+                camera = frame.camera
+                cam = camera.report
+                image_msg = decode(frame.raw, camera.image_cls, cam.image_topic, frame.log_time_ns)
+                info_msg, pairing = camera_info_for(camera, frame)
                 try:
                     processed = processor.process(image_msg, info_msg)
                 except ValueError as exc:  # ImageConversionError: the node rejects the frame too
                     reason = getattr(exc, "reason", type(exc).__name__)
-                    result.rejected[reason] = result.rejected.get(reason, 0) + 1
-                    bar.write(f"bag-eval: frame {frame.index} (stamp {frame.stamp_ns}) rejected: {exc}")
+                    cam.rejected[reason] = cam.rejected.get(reason, 0) + 1
+                    bar.write(
+                        f"bag-eval: {cam.image_topic} frame {frame.index} (stamp {frame.stamp_ns}) rejected: {exc}",
+                        file=sys.stderr,
+                    )
                     bar.update(1)
                     return
-                if self.params.publish_label_info and not wrote_label_info:
-                    msg = label_info(image_msg.header, self.params.min_detection_score)
-                    writer.add_topic(out_topics["label_info"], msgtype_of(msg), transient_local=True)
-                    writer.write(
-                        out_topics["label_info"], msgtype_of(msg), frame.log_time_ns, serialize_message(msg)
+                setattr(cam, f"camera_info_{pairing}", getattr(cam, f"camera_info_{pairing}") + 1)
+                if processed.camera_info_error is not None:
+                    why = getattr(processed.camera_info_error, "reason", type(processed.camera_info_error).__name__)
+                    cam.camera_info_unusable[why] = cam.camera_info_unusable.get(why, 0) + 1
+                    warn_once(
+                        camera,
+                        "unusable:" + why,
+                        f"{cam.image_topic} frame {frame.index}: CameraInfo not used: "
+                        f"{processed.camera_info_error} (counted in cameras.camera_info_unusable)",
                     )
-                    wrote_label_info = True
-                for name, msg in processed.messages.items():
-                    # images: one copy, zeroed padding (so the same input gives the same bag bytes)
-                    raw = memoryview(serialize_image(msg)) if isinstance(msg, Image) else serialize_message(msg)
-                    writer.write(out_topics[name], msgtype_of(msg), frame.log_time_ns, raw)
+                if self.params.publish_label_info and not camera.wrote_label_info:
+                    msg = label_info(image_msg.header, self.params.min_detection_score)
+                    topic = camera.out_topics["label_info"]
+                    writer.add_topic(topic, msgtype_of(msg), transient_local=True)
+                    writer.write(topic, msgtype_of(msg), frame.log_time_ns, serialize(msg))
+                    camera.wrote_label_info = True
+                # A fixed order: the processor fills its dict from two threads.
+                names = [n for n in OUTPUT_NAMES if n in processed.messages]
+                names += sorted(set(processed.messages) - set(names))
+                for name in names:
+                    msg = processed.messages[name]
+                    writer.write(camera.out_topics[name], msgtype_of(msg), frame.log_time_ns, serialize(msg))
                 row: dict[str, Any] = {
+                    "camera": cam.image_topic,
                     "index": frame.index,
                     "stamp_ns": frame.stamp_ns,
+                    "log_time_ns": frame.log_time_ns,
+                    "camera_info": pairing,
                     "segments": len(processed.result.segments),
                     "inference_ms": round(processed.timings_ms.get("inference", 0.0), 2),
                 }
-                if evaluator is not None and all(frame.stamp_ns in gt[t] for t in gt_topics):
-                    gt_pan = gt_panoptic_ids(gt[pan_topic].pop(frame.stamp_ns))
-                    gt_depth = gt_depth_m(gt[depth_topic].pop(frame.stamp_ns)) if depth_topic else None
-                    if gt_pan.shape != processed.result.panoptic_ids.shape:
-                        raise ValueError(
-                            f"GT panoptic at stamp {frame.stamp_ns} is {gt_pan.shape[1]}x"
-                            f"{gt_pan.shape[0]}, the image is {processed.result.width}x"
-                            f"{processed.result.height}"
-                        )
-                    row.update(evaluator.add_frame(processed.result, gt_pan, gt_depth=gt_depth))
-                    result.frames_with_gt += 1
-                result.per_frame.append(row)
-                result.frames += 1
+                if camera.evaluator is not None:
+                    score(camera, frame, processed.result, row)
+                report.per_frame.append(row)
+                cam.frames += 1
+                if on_frame is not None:
+                    on_frame(cam, frame, processed)
                 bar.update(1)
 
             def ready(frame: PendingFrame) -> bool:
-                return all(frame.stamp_ns in gt[t] for t in gt_topics) or len(pending) > GT_LOOKAHEAD_FRAMES
+                camera = frame.camera
+                if latest_log_ns - frame.log_time_ns > window_ns:
+                    return True
+                if camera.report.camera_info_topic and frame.stamp_ns not in camera.infos:
+                    return False
+                return all(frame.stamp_ns in store for store in camera.gt.values())
 
-            image_index = 0
+            def done_reading() -> bool:
+                return (
+                    opts.max_frames is not None
+                    and not opts.copy_inputs
+                    and not pending
+                    and all(c.frames_read >= opts.max_frames for c in cameras)
+                )
+
             try:
-                for message in iter_bag_messages(reader, connections):
-                    if args.copy_inputs:
-                        src = source_connections.get(message.topic)
-                        writer.add_topic(
-                            message.topic,
-                            message.msgtype,
-                            msgdef=src.msgdef.data if src else None,
-                            rihs01=src.digest if src else None,
-                        )
-                        writer.write(message.topic, message.msgtype, message.log_time_ns, message.raw)
-                    if message.topic == args.image_topic:
-                        if args.max_frames is not None and image_index >= args.max_frames:
-                            if not pending and not args.copy_inputs:
-                                break
-                            continue
-                        pending.append(
-                            PendingFrame(
-                                image_index,
-                                message.log_time_ns,
-                                stamp_from_cdr(message.raw),
-                                message.raw,
-                                latest_info,
-                            )
-                        )
-                        image_index += 1
-                    elif message.topic == info_topic:
-                        latest_info = decode(message.raw, CameraInfo, message.topic, message.log_time_ns)
-                        remember(infos, stamp_from_cdr(message.raw), latest_info)
-                    elif message.topic in gt:
-                        gt_msg = decode(message.raw, Image, message.topic, message.log_time_ns)
-                        remember(gt[message.topic], stamp_from_cdr(message.raw), gt_msg)
-                    while pending and ready(pending[0]):
-                        finish(pending.popleft())
+                if not done_reading():
+                    for message in iter_bag_messages(reader, connections):
+                        if opts.copy_inputs and message.topic not in uncopyable:
+                            src = source_connections.get(message.topic)
+                            try:
+                                writer.add_topic(
+                                    message.topic,
+                                    message.msgtype,
+                                    msgdef=src.msgdef.data if src else None,
+                                    rihs01=src.digest if src else None,
+                                )
+                                writer.write(message.topic, message.msgtype, message.log_time_ns, message.raw)
+                            except ValueError as exc:
+                                uncopyable.add(message.topic)
+                                self._warn(report, f"--copy-inputs: {message.topic} not copied: {exc}", bar)
+                        latest_log_ns = max(latest_log_ns, message.log_time_ns)
+                        for camera, role in routes.get(message.topic, ()):
+                            try:
+                                stamp = stamp_from_cdr(message.raw)
+                            except ValueError as exc:
+                                raise BagReadError(
+                                    f"bag {self.in_bag} is corrupt: the {message.topic} message #{message.index} "
+                                    f"at t={format_ns(message.log_time_ns)}: {exc}"
+                                ) from exc
+                            if role == "image":
+                                if opts.max_frames is not None and camera.frames_read >= opts.max_frames:
+                                    continue
+                                pending.append(
+                                    PendingFrame(camera, camera.frames_read, message.log_time_ns, stamp, message.raw)
+                                )
+                                camera.frames_read += 1
+                            elif role == "info":
+                                camera.infos.put(stamp, message.raw, message.log_time_ns)
+                            else:
+                                camera.gt[role].put(stamp, message.raw, message.log_time_ns)
+                        while pending and ready(pending[0]):
+                            finish(pending.popleft())
+                        if done_reading():
+                            break
                 while pending:
                     finish(pending.popleft())
             except BagReadError as exc:
                 while pending:  # images read before the damage are still processed
                     finish(pending.popleft())
-                result.error = f"{exc}; output bag {args.out} holds the {result.frames} frame(s) before it"
+                report.error = f"{exc}; output bag {self.out_bag} holds the {report.frames} frame(s) before it"
             except KeyboardInterrupt:
-                result.interrupted = True
-            if evaluator is not None and evaluator.frames:
-                result.summary = evaluator.summary()
+                report.interrupted = True
+            for camera in cameras:
+                if camera.evaluator is not None and camera.evaluator.frames:
+                    camera.report.summary = camera.evaluator.summary()
+                cam = camera.report
+                if cam.camera_info_fallback or (cam.camera_info_topic and cam.camera_info_none):
+                    self._warn(
+                        report,
+                        f"{cam.image_topic}: CameraInfo paired by stamp for {cam.camera_info_exact} frame(s), "
+                        f"the latest earlier one used for {cam.camera_info_fallback}, none for "
+                        f"{cam.camera_info_none}",
+                        bar,
+                    )
         finally:
             if bar is not None:
                 bar.close()
             if writer is not None:
                 writer.close()
-                result.output_counts = dict(writer.counts)
+                report.output_counts = dict(writer.counts)
             reader.close()
-        result.seconds = time.perf_counter() - t_start
-        self.write_metrics(result)
-        return result
+            if self._owns_processor:
+                self._processor.close()
+                self._processor = None
+        report.seconds = time.perf_counter() - t_start
+        self.write_metrics(report)
+        return report
 
-    def write_metrics(self, result: BagEvalResult) -> None:
+    def write_metrics(self, report: BagReport) -> None:
+        """metrics.json/.md (one camera: in the metrics directory; several: a subdirectory each,
+        named like the camera's output namespace) and per_frame.json (everything, per camera)."""
         from panoptic_depthlab_core.eval.evaluator import write_report
 
         self.metrics_dir.mkdir(parents=True, exist_ok=True)
-        if result.summary is not None:
-            write_report(result.summary, self.metrics_dir)
+        for camera in report.cameras.values():
+            if camera.summary is not None:
+                if len(report.cameras) == 1:
+                    write_report(camera.summary, self.metrics_dir)
+                else:
+                    write_report(camera.summary, self.metrics_dir / camera_dir_name(camera))
         info = {
-            "input_bag": str(self.args.in_bag),
-            "output_bag": str(self.args.out),
-            "frames": result.frames,
-            "frames_with_gt": result.frames_with_gt,
-            "rejected": result.rejected,
-            "seconds": round(result.seconds, 3),
-            "frames_per_second": round(result.frames / result.seconds, 3) if result.seconds > 0 else None,
-            "complete": result.error is None and not result.interrupted,
-            "error": result.error,
-            "output_messages": result.output_counts,
-            "per_frame": result.per_frame,
+            "input_bag": report.input_bag,
+            "output_bag": report.output_bag,
+            "frames": report.frames,
+            "frames_with_gt": report.frames_with_gt,
+            "rejected": report.rejected,
+            "seconds": round(report.seconds, 3),
+            "frames_per_second": round(report.frames_per_second, 3) if report.frames_per_second else None,
+            "complete": report.complete,
+            "error": report.error,
+            "interrupted": report.interrupted,
+            "pairing_window_s": self.options.pairing_window_s,
+            "cameras": {
+                topic: {k: v for k, v in asdict(camera).items() if k != "summary"}
+                for topic, camera in report.cameras.items()
+            },
+            "warnings": report.warnings,
+            "output_messages": report.output_counts,
+            "per_frame": report.per_frame,
         }
         (self.metrics_dir / "per_frame.json").write_text(
             json.dumps(info, indent=2, default=_json_default) + "\n"
         )
+
+
+def camera_dir_name(camera: CameraReport) -> str:
+    """Metrics subdirectory of a camera in a several-camera run: its output namespace, '/' -> '_'."""
+    return camera.output_namespace.strip("/").replace("/", "_") or "camera"
+
+
+def evaluate_bag(
+    input_path: str | Path,
+    output_path: str | Path,
+    options: BagEvalOptions | None = None,
+    *,
+    processor: Any = None,
+    on_frame: Callable[[CameraReport, PendingFrame, Any], None] | None = None,
+) -> BagReport:
+    """Evaluate one bag: output bag at ``output_path``, metrics in ``options.metrics_out`` (default
+    ``<output_path>_metrics``). The function behind ``bag-eval``, for library and fleet use.
+
+    Returns the BagReport also when the bag breaks off (``report.error`` says where; the frames before
+    it are in the output bag and the metrics; ``report.exit_code`` 1) or on Ctrl-C (``interrupted``).
+    Raises, before writing anything, ``FileNotFoundError`` (no such bag / model), ``BagReadError``
+    (a ValueError: not a bag, or nothing readable), ``NoImageMessages`` (a ValueError: the image
+    topics hold no messages) and ``ValueError`` for options the bag does not fit (a topic it lacks;
+    the message lists the bag's topics). The output bag must not exist yet.
+    ``processor``: a FrameProcessor (``make_processor(params)``) reused across calls; by default one
+    is built from ``options.params`` and closed afterwards.
+    """
+    return BagEvaluator(input_path, output_path, options, processor=processor).run(on_frame=on_frame)
 
 
 def _json_default(obj: Any) -> Any:
@@ -482,32 +966,45 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serializable: {type(obj).__name__}")
 
 
+def print_report(report: BagReport) -> None:
+    """The terminal summary of a run."""
+    rate = report.frames_per_second or 0.0
+    print(
+        f"bag-eval: {report.frames} frame(s) in {report.seconds:.1f} s ({rate:.2f} frames/s); "
+        f"output bag {report.output_bag}; metrics in {report.metrics_dir}"
+    )
+    for topic, camera in report.cameras.items():
+        if len(report.cameras) > 1 or camera.camera_info_fallback or camera.camera_info_none:
+            print(
+                f"bag-eval: {topic}: {camera.frames} frame(s), CameraInfo exact {camera.camera_info_exact} / "
+                f"fallback {camera.camera_info_fallback} / none {camera.camera_info_none}, "
+                f"with GT {camera.frames_with_gt}, outputs under /{camera.output_namespace}"
+            )
+    if report.rejected:
+        print(f"bag-eval: rejected frames: {report.rejected}")
+    from panoptic_depthlab_core.eval.evaluator import markdown_report
+
+    summaries = {t: c.summary for t, c in report.cameras.items() if c.summary is not None}
+    for topic, summary in summaries.items():
+        if len(report.cameras) > 1:
+            print(f"\n{topic}:")
+        print(markdown_report(summary))
+    if not summaries and report.frames:
+        print("bag-eval: no GT topics, so no metrics (only the output bag)")
+
+
 def run(args: argparse.Namespace) -> int:
     from .transport import sigterm_as_interrupt
 
     with sigterm_as_interrupt():
         evaluator = BagEvaluator(args)
-        result = evaluator.run()
-    rate = result.frames / result.seconds if result.seconds > 0 else 0.0
-    print(
-        f"bag-eval: {result.frames} frame(s) in {result.seconds:.1f} s ({rate:.2f} frames/s); "
-        f"output bag {args.out}; metrics in {evaluator.metrics_dir}"
-    )
-    if result.rejected:
-        print(f"bag-eval: rejected frames: {result.rejected}")
-    if result.summary is not None:
-        from panoptic_depthlab_core.eval.evaluator import markdown_report
-
-        print(markdown_report(result.summary))
-    elif result.frames:
-        print("bag-eval: no GT topics, so no metrics (only the output bag)")
-    if result.interrupted:
-        print(f"bag-eval: interrupted; output bag {args.out} closed and readable", file=sys.stderr)
-        return 130
-    if result.error is not None:
-        print(f"bag-eval: error: {result.error}", file=sys.stderr)
-        return 1
-    return 0
+        report = evaluator.run()
+    print_report(report)
+    if report.interrupted:
+        print(f"bag-eval: interrupted; output bag {report.output_bag} closed and readable", file=sys.stderr)
+    elif report.error is not None:
+        print(f"bag-eval: error: {report.error}", file=sys.stderr)
+    return report.exit_code
 
 
 if __name__ == "__main__":

@@ -1,18 +1,30 @@
 """Reading and writing rosbag2 bags with rosbags: clear errors, raw CDR in and out, both storages.
 
 Messages stay serialized (CDR bytes) between the bag and whoever needs them: rclpy deserializes the
-few it must look at, and outputs are written as the bytes rclpy serialized. The writer takes each
-type's definition from our typestore (ROS 2 + vision_msgs), so the bags describe themselves to
-Foxglove, RViz (via ``ros2 bag play``) and mcap-ros2-support.
+few it must look at. Outputs are written through ``CdrSerializer``, which gives rclpy's bytes with
+the alignment padding zeroed (rclpy leaves it uninitialised: leftover process memory in users' bags
+and different bytes on every run). The writer takes each type's definition from our typestore
+(ROS 2 + vision_msgs), so the bags describe themselves to Foxglove, RViz (via ``ros2 bag play``) and
+mcap-ros2-support.
+
+Damaged input: an MCAP without its summary (cut short) is streamed up to the damage
+(``SalvageMcapReader``); a .db3 that SQLite calls malformed at open is read row by row up to the
+first unreadable page (``SalvageSqliteReader``). Either then raises BagReadError saying where.
 """
 
 from __future__ import annotations
 
+import posixpath
+import sqlite3
 import struct
 from collections.abc import Iterator, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
+
+from panoptic_depthlab_ros.image_publisher import serialize_image
 
 STORAGES = ("mcap", "sqlite3")
 WRITER_VERSION = 9
@@ -46,28 +58,35 @@ def storage_plugin(name: str) -> Any:
 def open_bag(path: str | Path) -> Any:
     """Open a rosbag2 bag (directory with metadata.yaml, or a bare .mcap/.db3 file) for reading.
 
-    An MCAP file that indexed reading refuses (truncated: no summary/footer) is opened with
-    SalvageMcapReader, which reads what is intact and reports where the damage starts.
+    A bag that indexed reading refuses is salvaged when it is one storage file: an MCAP cut short
+    (no summary/footer) with SalvageMcapReader, a .db3 that SQLite finds malformed with
+    SalvageSqliteReader. Both read what is intact and report where the damage starts.
     """
     from rosbags.rosbag2 import Reader
 
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"bag not found: {path}")
-    mcap_files = sorted(path.glob("*.mcap")) if path.is_dir() else ([path] if path.suffix == ".mcap" else [])
+    if path.is_dir():
+        mcap_files, db3_files = sorted(path.glob("*.mcap")), sorted(path.glob("*.db3"))
+    else:
+        mcap_files = [path] if path.suffix == ".mcap" else []
+        db3_files = [path] if path.suffix == ".db3" else []
     target = path
     if path.is_dir() and not (path / "metadata.yaml").exists():
-        if len(mcap_files) != 1:
+        if len(mcap_files) + len(db3_files) != 1:
             raise BagReadError(f"{path} is a directory without metadata.yaml, so it is not a rosbag2 bag")
-        target = mcap_files[0]  # a recording that never wrote its metadata
+        target = (mcap_files or db3_files)[0]  # a recording that never wrote its metadata
     try:
         reader = Reader(target)
         reader.open()
         return reader
     except Exception as exc:  # ReaderError, sqlite/apsw, struct, OS errors from a damaged file
         reason = f"cannot open bag {path} (corrupt or truncated?): {type(exc).__name__}: {exc}"
-        if len(mcap_files) == 1:
+        if len(mcap_files) == 1 and not db3_files:
             return SalvageMcapReader(mcap_files[0], reason)
+        if len(db3_files) == 1 and not mcap_files:
+            return SalvageSqliteReader(db3_files[0], reason)
         raise BagReadError(reason) from exc
 
 
@@ -162,6 +181,54 @@ def msgtype_of(msg: Any) -> str:
     """``pkg/msg/Name`` of an rclpy message instance (module ``pkg.msg._name``)."""
     cls = type(msg)
     return f"{cls.__module__.split('.')[0]}/msg/{cls.__name__}"
+
+
+# image_transport's transport suffixes: ``/front/image_raw/compressed`` is ``/front/image_raw`` sent
+# through the compressed transport, and its CameraInfo is still ``/front/camera_info``.
+TRANSPORT_SUFFIXES = ("compressed", "compressedDepth", "theora", "zstd", "ffmpeg", "h264")
+
+
+def base_image_topic(image_topic: str) -> str:
+    """The image topic without an image_transport suffix (``/a/image_raw/compressed`` -> ``/a/image_raw``)."""
+    head, tail = posixpath.split(image_topic.rstrip("/"))
+    return head if tail in TRANSPORT_SUFFIXES and head not in ("", "/") else image_topic.rstrip("/")
+
+
+def camera_info_topic_beside(image_topic: str) -> str:
+    """Where image_transport puts an image topic's CameraInfo: ``camera_info`` beside the base topic."""
+    parent = posixpath.dirname(base_image_topic(image_topic))
+    return posixpath.join(parent, "camera_info") if parent else "camera_info"
+
+
+class CdrSerializer:
+    """rclpy message -> CDR bytes with every alignment padding byte zero.
+
+    rclpy's ``serialize_message`` leaves the padding bytes uninitialised. Images go through
+    ``serialize_image`` (the same bytes, padding zeroed, pixels copied once); everything else is
+    serialised by rclpy, read back by the rosbags typestore and serialised again by rosbags, which
+    builds the message in a zero-filled buffer. Values and layout are rclpy's (the typestore has the
+    same definitions: rosbags' ROS 2 types + our vision_msgs .msg files); only padding changes.
+    """
+
+    IMAGE = "sensor_msgs/msg/Image"
+
+    def __init__(self, typestore: Any = None) -> None:
+        if typestore is None:
+            from panoptic_depthlab_ros.bag_types import make_typestore
+
+            typestore = make_typestore()
+        self.typestore = typestore
+
+    def __call__(self, msg: Any) -> bytes | memoryview:
+        from rclpy.serialization import serialize_message
+
+        msgtype = msgtype_of(msg)
+        if msgtype == self.IMAGE:
+            return memoryview(serialize_image(msg))
+        raw = serialize_message(msg)
+        if msgtype not in self.typestore.fielddefs:
+            raise ValueError(f"cannot serialise {msgtype} with zeroed padding: unknown to the bag typestore")
+        return self.typestore.serialize_cdr(self.typestore.deserialize_cdr(raw, msgtype), msgtype)
 
 
 class BagWriter:
@@ -335,6 +402,115 @@ class SalvageMcapReader:
                 raise BagReadError(f"the data breaks off at byte {self.error_offset} ({self.error})")
             if type(record).__name__ == "Message" and record.channel_id in wanted:
                 yield wanted[record.channel_id], record.log_time, record.data
+
+    def close(self) -> None:
+        pass
+
+
+class SalvageSqliteReader:
+    """Reads the rows of a damaged rosbag2 .db3 up to the first unreadable one; Reader's interface subset.
+
+    A .db3 cut short (a recorder that lost power, a copy that stopped) makes SQLite refuse the file at
+    open ("database disk image is malformed": the header counts more pages than the file holds).
+    ``PRAGMA writable_schema`` makes SQLite use the pages that are there instead (read-only and
+    immutable: nothing is written). Messages are read in row order (the order the recorder wrote
+    them) until the first row SQLite cannot read; ``messages()`` then raises BagReadError naming the
+    row, and the file's size against the size its header states. Message counts are the rows whose
+    headers are readable (their data may still be cut), so they are an upper bound.
+    """
+
+    def __init__(self, path: Path, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        self.connections: list[SalvagedConnection] = []
+        self.topics: dict[str, SalvagedTopic] = {}
+        try:
+            db = self._connect()
+        except sqlite3.Error as exc:
+            raise BagReadError(f"{reason}; SQLite cannot open it at all: {exc}{self._size_note()}") from exc
+        try:
+            definitions: dict[str, str] = {}
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if not {"topics", "messages"} <= tables:
+                raise BagReadError(f"{reason}; its topics/messages tables are unreadable{self._size_note()}")
+            if "message_definitions" in tables:
+                with suppress(sqlite3.Error):
+                    definitions = dict(
+                        db.execute("SELECT topic_type, encoded_message_definition FROM message_definitions")
+                    )
+            columns = {row[1] for row in db.execute("PRAGMA table_info(topics)")}
+            digest = "type_description_hash" if "type_description_hash" in columns else "''"
+            for topic_id, name, msgtype, rihs01 in db.execute(
+                f"SELECT id, name, type, {digest} FROM topics ORDER BY id"
+            ):
+                self.connections.append(
+                    SalvagedConnection(
+                        int(topic_id),
+                        str(name),
+                        str(msgtype),
+                        _Definition(definitions.get(msgtype, "")),
+                        str(rihs01 or ""),
+                        _Ext(),
+                    )
+                )
+            counts: dict[int, int] = {}
+            with suppress(sqlite3.Error):
+                for (topic_id,) in db.execute("SELECT topic_id FROM messages ORDER BY id"):
+                    counts[topic_id] = counts.get(topic_id, 0) + 1
+        except sqlite3.Error as exc:
+            raise BagReadError(f"{reason}; even its topic table is unreadable: {exc}{self._size_note()}") from exc
+        finally:
+            db.close()
+        for connection in self.connections:
+            info = self.topics.setdefault(connection.topic, SalvagedTopic(connection.msgtype, 0, []))
+            info.msgcount += counts.get(connection.id, 0)
+            info.connections.append(connection)
+
+    def _connect(self) -> sqlite3.Connection:
+        uri = f"file:{quote(str(self.path.resolve()))}?mode=ro&immutable=1"
+        db = sqlite3.connect(uri, uri=True)
+        db.execute("PRAGMA writable_schema = ON")  # use the pages present, not the header's count
+        return db
+
+    def _size_note(self) -> str:
+        """`` (file N bytes, its header says M)`` when the header states a different size."""
+        try:
+            with open(self.path, "rb") as f:
+                header = f.read(100)
+            size = self.path.stat().st_size
+        except OSError:
+            return ""
+        if len(header) < 32 or not header.startswith(b"SQLite format 3\0"):
+            return f" (file {size} bytes, no SQLite header)"
+        page_size = int.from_bytes(header[16:18], "big")
+        page_size = 65536 if page_size == 1 else page_size
+        stated = int.from_bytes(header[28:32], "big") * page_size
+        return f" (file {size} bytes, its header says {stated})" if stated and stated != size else ""
+
+    def messages(self, connections: Sequence[Any] = ()) -> Iterator[tuple[Any, int, bytes]]:
+        wanted = {c.id: c for c in (connections or self.connections)}
+        db = self._connect()
+        last_row = 0
+        try:
+            marks = ",".join("?" * len(wanted))
+            rows = db.execute(
+                f"SELECT id, topic_id, timestamp, data FROM messages WHERE topic_id IN ({marks}) ORDER BY id",
+                tuple(wanted),
+            )
+            while True:
+                try:
+                    row = next(rows)
+                except StopIteration:
+                    return
+                except sqlite3.Error as exc:
+                    raise BagReadError(
+                        f"{self.path.name}: SQLite cannot read the rows after row id {last_row} ({exc})"
+                        f"{self._size_note()}"
+                    ) from exc
+                last_row = int(row[0])
+                yield wanted[row[1]], int(row[2]), bytes(row[3])
+        finally:
+            db.close()
 
     def close(self) -> None:
         pass
