@@ -1,14 +1,14 @@
 """Panoptic-DeepLab post-processing: centers -> instances -> panoptic ids, as tensor operations.
 
 The results are identical to detectron2's ``projects/Panoptic-DeepLab/panoptic_deeplab/post_processing.py``
-(same thresholding, NMS, top-k rule, nearest-center grouping with ``torch.norm`` + first-index
-``argmin``, ``torch.mode`` majority vote with its smallest-value tie-break, per-class numbering in
-increasing instance id order, stuff area filter), but without its Python loops over instances and
-classes: votes, numbering and stuff areas come from bincounts and cumulative sums, grouping only
-looks at thing pixels and at the few centers that can possibly be nearest to each pixel, and NMS
-takes window maxima only at above-threshold pixels. The one deliberate difference: instance scores
-use the exact mask mean (see ``segment_scores``).
-"""
+(same thresholding, NMS, top-k rule, nearest-center grouping with the float32 distances its
+``torch.norm`` computes (see ``center_distances``) and first-index ``argmin``, ``torch.mode``
+majority vote with its smallest-value tie-break, per-class numbering in increasing instance id
+order, stuff area filter), but without its Python loops over instances and classes: votes,
+numbering and stuff areas come from bincounts and cumulative sums, grouping only looks at thing
+pixels and at the few centers that can possibly be nearest to each pixel, and NMS takes window
+maxima only at above-threshold pixels. The one deliberate difference: instance scores use the
+exact mask mean (see ``segment_scores``)."""
 
 from __future__ import annotations
 
@@ -158,8 +158,9 @@ def _candidate_table(loc_y: torch.Tensor, loc_x: torch.Tensor, centers: torch.Te
     The predicted locations are binned into square cells; for every occupied cell, a center is a
     candidate when its smallest possible distance to the cell is not larger than the smallest
     largest-distance over all centers (with a safety margin in float64). Returns (table [cells, M]
-    with padding -1, cell index per pixel); exact, because a non-candidate is strictly farther than
-    some candidate for every point of the cell.
+    with padding -1, cell index per pixel); exact, because a non-candidate is farther than some
+    candidate for every point of the cell by more (1e-6 relative) than float32 rounding of the
+    distances can close, so it can neither win nor tie.
     """
     dev = loc_y.device
     y0, y1 = float(loc_y.min()), float(loc_y.max())
@@ -192,24 +193,49 @@ def _candidate_table(loc_y: torch.Tensor, loc_x: torch.Tensor, centers: torch.Te
     return table, compact[cell_of_px]
 
 
+def center_distances(
+    center_y: torch.Tensor, center_x: torch.Tensor, loc_y: torch.Tensor, loc_x: torch.Tensor
+) -> torch.Tensor:
+    """Distances from locations to centers (broadcast shapes) in detectron2's float arithmetic.
+
+    detectron2's ``group_pixels`` takes ``torch.norm(center_points - center_loc, dim=-1)`` of a
+    [K, H*W, 2] difference whose last dimension is strided (``center_loc`` is a transposed
+    [2, H*W] map). torch reduces that on a CPU as ``f(dy*dy) + f(dx*dx)`` (both squares rounded)
+    and takes a correctly rounded square root (its CUDA reduction was not compared). Over a
+    contiguous last dimension torch.norm instead fuses the second square into the sum (one
+    rounding), and on center bisectors the two orders pick different centers; so the operations
+    are spelled out here, each its own rounding, whatever the memory layout of the inputs.
+    The root is taken in float64 and rounded: torch's float32 sqrt is not correctly rounded on
+    every CPU, and the rounded root matters, because distinct sums that round to one distance
+    are a tie that ``argmin`` gives to the lower center index. A float64 root within a few ulps
+    rounds to the exact float32 one: a float32 sum is never closer than 2**-50 (relative) to the
+    square of a float32 rounding midpoint.
+    """
+    dy = center_y - loc_y
+    dx = center_x - loc_x
+    sum_sq = dy.mul_(dy).add_(dx.mul_(dx))
+    return torch.sqrt(sum_sq.double()).to(sum_sq.dtype)
+
+
 def _nearest_center(loc_y: torch.Tensor, loc_x: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
     """Index of the nearest center for each location; detectron2's distance and tie-break."""
     n, k = loc_y.numel(), centers.shape[0]
     if k == 1:
         return torch.zeros(n, dtype=torch.long, device=loc_y.device)
-    centers_f = centers.to(loc_y.dtype)
-    loc = torch.stack((loc_y, loc_x), dim=1)
+    center_y, center_x = centers[:, 0].to(loc_y.dtype), centers[:, 1].to(loc_y.dtype)
     if n * k <= _MAX_DIRECT_PAIRS:  # few centers: all distances beat building the table
-        return torch.norm(centers_f[None] - loc[:, None, :], dim=-1).argmin(dim=1)
+        return center_distances(center_y[None], center_x[None], loc_y[:, None], loc_x[:, None]).argmin(dim=1)
     table, cell_of_px = _candidate_table(loc_y, loc_x, centers)
     m = table.shape[1]
     out = torch.empty(n, dtype=torch.long, device=loc_y.device)
     chunk = max(1, _MAX_PAIR_ELEMENTS // m)
     for s in range(0, n, chunk):  # bounded memory; a handful of iterations at 1024x2048
         cand = table[cell_of_px[s : s + chunk]]  # [n_c, m], ascending center ids, -1 padding
-        # Same float32 arithmetic as detectron2: (long center - float location), then torch.norm.
-        dist = torch.norm(centers_f[cand.clamp(min=0)] - loc[s : s + chunk, None, :], dim=-1)
-        dist = dist.masked_fill(cand < 0, float("inf"))
+        safe = cand.clamp(min=0)
+        dist = center_distances(
+            center_y[safe], center_x[safe], loc_y[s : s + chunk, None], loc_x[s : s + chunk, None]
+        )
+        dist = dist.masked_fill_(cand < 0, float("inf"))
         out[s : s + chunk] = cand.gather(1, dist.argmin(dim=1, keepdim=True)).squeeze(1)
     return out
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -68,8 +69,9 @@ def ref_panoptic(logits, center, offsets, cfg: PostprocessConfig):
             lx = np.float32(x) + np.float32(offsets[1, y, x])
             best_k, best_d = 0, math.inf
             for k, (cy, cx) in enumerate(centers):
-                dy, dx = float(np.float32(cy) - ly), float(np.float32(cx) - lx)
-                d = math.sqrt(dy * dy + dx * dx)
+                # detectron2's float32 order: both squares rounded, then the sum, then the root
+                dy, dx = np.float32(cy) - ly, np.float32(cx) - lx
+                d = float(np.sqrt(np.float32(dy * dy) + np.float32(dx * dx)))
                 if d < best_d:
                     best_k, best_d = k, d
             instance[y, x] = best_k + 1
@@ -284,6 +286,66 @@ def test_pdl_pp_group_pixels_equals_brute_force(seed, direct_pairs, monkeypatch)
     ours = group_pixels(centers, offsets, mask)
     assert torch.equal(ours, d2_group(centers, offsets) * mask)
     assert torch.equal(group_pixels(centers, offsets), d2_group(centers, offsets))
+
+
+# Locations within float32 rounding of the bisector of two centers, where detectron2's order
+# (f32(dy*dy) + f32(dx*dx), rounded root) and torch.norm over a contiguous last dimension
+# (f32(f32(dy*dy) + dx*dx): the second square fused into the sum) pick different centers:
+# (centers, location, 1-based id detectron2 gives). Found by a search over random center pairs.
+BISECTOR_CASES = [
+    ([[50, 10], [5, 51]], (24.10017967224121, 26.768489837646484), 2),  # fused: a tie -> 1
+    ([[2, 28], [42, 49]], (14.411174774169922, 52.95490646362305), 2),  # fused: a tie -> 1
+    ([[39, 20], [13, 25]], (21.339378356933594, -1.735228180885315), 1),  # detectron2: a tie
+    ([[36, 56], [0, 27]], (32.948272705078125, 22.943523406982422), 1),  # detectron2: a tie
+]
+
+
+def fused_order_nearest(centers, loc) -> int:
+    """1-based nearest center by f32(f32(dy*dy) + dx*dx) (the sum exact in float64 here)."""
+    dist = []
+    for cy, cx in centers:
+        dy, dx = np.float32(cy) - np.float32(loc[0]), np.float32(cx) - np.float32(loc[1])
+        dy2, dx2 = float(dy * dy), float(dx) ** 2
+        assert Fraction(dy2 + dx2) == Fraction(dy2) + Fraction(float(dx)) ** 2  # one rounding below
+        dist.append(np.sqrt(np.float32(dy2 + dx2)))
+    return int(np.argmin(dist)) + 1
+
+
+@pytest.mark.parametrize("direct_pairs", [0, 1 << 30])  # candidate table / all distances
+@pytest.mark.parametrize("case", range(len(BISECTOR_CASES)))
+def test_pdl_pp_group_bisector_in_detectron2_float_order(case, direct_pairs, monkeypatch):
+    monkeypatch.setattr(pp_module, "_MAX_DIRECT_PAIRS", direct_pairs)
+    center_list, loc, d2_id = BISECTOR_CASES[case]
+    assert fused_order_nearest(center_list, loc) != d2_id  # the two orders disagree here
+    # Every pixel of a 4x6 image lands on the location (exact: integer minus float32, then back).
+    h, w = 4, 6
+    yy, xx = torch.meshgrid(torch.arange(h).float(), torch.arange(w).float(), indexing="ij")
+    offsets = torch.stack((loc[0] - yy, loc[1] - xx))
+    centers = torch.tensor(center_list)
+    expected = torch.full((h, w), d2_id)
+    assert torch.equal(d2_group(centers, offsets), expected)  # detectron2's own expression agrees
+    # the same ids whatever the centers' memory layout and integer type
+    for layout in (centers, centers.T.contiguous().T, centers.int(), torch.cat((centers, centers), 1)[:, :2]):
+        assert torch.equal(group_pixels(layout, offsets), expected)
+    # ... and inside a larger scene with more centers far away (the candidate table prunes them)
+    far = torch.tensor([[300, 500], [290, 10], [5, 400]])
+    big_offsets = F.pad(offsets, (0, 600, 0, 300))
+    out = group_pixels(torch.cat((centers, far)), big_offsets)
+    assert torch.equal(out[:h, :w], expected)
+
+
+def test_pdl_pp_center_distances_equal_detectron2_norm_values():
+    g = torch.Generator().manual_seed(3)
+    h, w, k = 40, 70, 25
+    centers = torch.stack((torch.randint(0, h, (k,), generator=g), torch.randint(0, w, (k,), generator=g)), 1)
+    offsets = torch.randn(2, h, w, generator=g) * 40
+    yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+    loc = (torch.stack((yy, xx)) + offsets).flatten(1).T[None]  # detectron2's [1, H*W, 2] view
+    d2_dist = torch.norm(centers[:, None] - loc, dim=-1)  # [K, H*W]
+    ours = pp_module.center_distances(
+        centers[:, 0, None].float(), centers[:, 1, None].float(), loc[0, :, 0][None], loc[0, :, 1][None]
+    )
+    assert torch.equal(ours, d2_dist)
 
 
 def test_pdl_pp_group_ties_go_to_lower_index():
