@@ -25,8 +25,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=parse_size, default=(512, 1024), help="HxW, default 512x1024")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--split", choices=("train", "val", "test"), default="train")
-    parser.add_argument("--sequence", action="store_true", help="one temporally coherent drive")
+    parser.add_argument("--sequence", action="store_true",
+                        help="temporally coherent drives with motion ground truth (motion/*_motion.json)")
     parser.add_argument("--fps", type=float, default=10.0, help="frame rate of --sequence")
+    parser.add_argument("--sequences", type=int, default=1,
+                        help="--sequence: number of drives of --num frames each (drive s uses seed + s)")
     parser.add_argument("--city", default="synthville", help="city name in the file names")
     parser.add_argument("--workers", type=int, default=1, help="processes rendering independent scenes")
     parser.add_argument("--quiet", action="store_true")
@@ -46,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
 
     stems = write_dataset(
         args.out, args.num, args.size, args.seed, args.split, args.sequence, args.city, args.fps, progress,
-        workers=args.workers,
+        workers=args.workers, sequences=args.sequences,
     )
     if not args.quiet:
         print(f"wrote {len(stems)} frames to {args.out} (split {args.split})")

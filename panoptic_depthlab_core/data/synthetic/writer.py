@@ -7,11 +7,13 @@ Per frame (``stem = {city}_{seq:06d}_{frame:06d}``)::
     gtFine/{split}/{city}/{stem}_gtFine_instanceIds.png      16-bit, label_id*1000+k for things
     disparity/{split}/{city}/{stem}_disparity.png            16-bit, p = round(d*256)+1, 0 invalid
     camera/{split}/{city}/{stem}_camera.json                 extrinsic.baseline, intrinsic.fx/fy/u0/v0
+    motion/{split}/{city}/{stem}_motion.json                 sequences only: time, camera mount and pose,
+                                                             every visible thing's id, 3D position, velocity
 
 and, per split, the panoptic ground truth written by cityscapesscripts' own ``createPanopticImgs``
 conversion: ``gtFine/cityscapes_panoptic_{split}.json`` + ``gtFine/cityscapes_panoptic_{split}/``.
-Single frames get ``seq = index, frame = 19`` (Cityscapes' annotated frame); a sequence gets
-``seq = 0, frame = index``.
+Single frames get ``seq = index, frame = 19`` (Cityscapes' annotated frame); drive ``s`` of a
+sequence data set gets ``seq = s, frame = index`` (drive s renders ``SyntheticDrive(seed + s, ...)``).
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .render import SyntheticFrame, render_frame, render_sequence
+from .drive import FrameMotion, SyntheticDrive
+from .render import SyntheticFrame, render_frame
 
 SPLITS = ("train", "val", "test")
 
@@ -60,6 +63,18 @@ def write_frame(
     cam_path.parent.mkdir(parents=True, exist_ok=True)
     cam_path.write_text(json.dumps(frame.camera.to_cityscapes_json(), indent=2, sort_keys=True) + "\n")
     return stem
+
+
+def motion_path(root: str | Path, split: str, city: str, stem: str) -> Path:
+    return Path(root) / "motion" / split / city / f"{stem}_motion.json"
+
+
+def write_motion(root: str | Path, split: str, city: str, stem: str, motion: FrameMotion) -> Path:
+    """The motion ground truth of one sequence frame (JSON, ``FrameMotion.to_dict``)."""
+    path = motion_path(root, split, city, stem)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(motion.to_dict(), indent=1) + "\n")
+    return path
 
 
 def create_panoptic(root: str | Path, split: str) -> Path:
@@ -116,13 +131,16 @@ def write_dataset(
     fps: float = 10.0,
     progress: Callable[[int, int], None] | None = None,
     workers: int = 1,
+    sequences: int = 1,
 ) -> list[str]:
     """Render ``num`` frames into ``out_dir`` in Cityscapes layout and build the panoptic GT.
 
     ``sequence=False``: independent scenes ``render_frame(seed, i)``; ``True``: one drive
     ``render_sequence(seed, num, fps=fps)``. Returns the stems written, in order. Deterministic:
     the same arguments give the same bytes. ``workers`` > 1 renders independent scenes in that many
-    processes (each frame depends only on (seed, i), so the bytes do not change).
+    processes (each frame depends only on (seed, i), so the bytes do not change). ``sequences``:
+    how many drives of ``num`` frames each (``sequence=True``), drive s from seed + s, each frame
+    with its motion ground truth (``motion/``).
     """
     if num < 1:
         raise ValueError(f"num must be >= 1, got {num}")
@@ -132,17 +150,26 @@ def write_dataset(
         raise ValueError(f"city must be a non-empty name without '_' or '/', got {city!r}")
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
+    if sequences < 1:
+        raise ValueError(f"sequences must be >= 1, got {sequences}")
     if workers > 1 and not sequence:
         return _write_parallel(out_dir, num, size, seed, split, city, progress, workers)
-    frames: Iterable[SyntheticFrame]
-    if sequence:
-        frames = render_sequence(seed, num, size, fps=fps)
-    else:
-        frames = (render_frame(seed, i, size) for i in range(num))
     stems = []
+    if sequence:
+        total = num * sequences
+        for s in range(sequences):
+            drive = SyntheticDrive(seed + s, num, size, fps=fps)
+            for i, (frame, motion) in enumerate(drive.frames_with_motion()):
+                stem = write_frame(out_dir, split, city, s, i, frame)
+                write_motion(out_dir, split, city, stem, motion)
+                stems.append(stem)
+                if progress is not None:
+                    progress(len(stems), total)
+        create_panoptic(out_dir, split)
+        return stems
+    frames: Iterable[SyntheticFrame] = (render_frame(seed, i, size) for i in range(num))
     for i, frame in enumerate(frames):
-        seq, frame_no = (0, i) if sequence else (i, 19)
-        stems.append(write_frame(out_dir, split, city, seq, frame_no, frame))
+        stems.append(write_frame(out_dir, split, city, i, 19, frame))
         if progress is not None:
             progress(i + 1, num)
     create_panoptic(out_dir, split)
