@@ -13,22 +13,29 @@ import math
 import sys
 import threading
 import time
-from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-import numpy as np
 import rclpy
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rclpy.subscription import Subscription
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from vision_msgs.msg import Detection2DArray, Detection3DArray, LabelInfo
 from visualization_msgs.msg import MarkerArray
 
 from panoptic_depthlab_ros import messages as msgs
+from panoptic_depthlab_ros.diagnostics import (
+    CameraInfoInput,
+    FrameStats,
+    MiddlewareGaps,
+    counter_values,
+    diagnostic_array,
+    node_status,
+)
 from panoptic_depthlab_ros.image_conversion import MessageConversionError, camera_info_to_K
 from panoptic_depthlab_ros.image_publisher import ImagePublisher
 from panoptic_depthlab_ros.params import (
@@ -51,6 +58,15 @@ from panoptic_depthlab_ros.processing import (
 )
 from panoptic_depthlab_ros.qos import latched_qos_profile, topic_input_qos
 
+try:  # Jazzy and later; Humble has the same class in rclpy.qos_event
+    from rclpy.event_handler import SubscriptionEventCallbacks
+except ImportError:  # pragma: no cover - Humble
+    from rclpy.qos_event import SubscriptionEventCallbacks
+
+# Jazzy and later pass a message info (with the publisher's sequence number) to a two-argument
+# callback; Humble's rclpy calls every callback with the message only.
+MESSAGE_INFO_CALLBACKS = hasattr(getattr(Subscription, "CallbackType", None), "WithMessageInfo")
+
 NODE_NAME = "panoptic_depthlab"
 OUTPUT_TYPES: dict[str, Any] = {
     "panoptic": Image,
@@ -63,57 +79,6 @@ OUTPUT_TYPES: dict[str, Any] = {
     "camera_info": CameraInfo,
 }
 OUTPUT_QOS = QoSProfile(depth=1)  # reliable, keep last 1: consumers want the newest result
-LATENCY_WINDOW = 200  # frames kept for the latency percentiles
-
-
-class FrameStats:
-    """Counters and recent latencies for /diagnostics; every method is thread-safe."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.received = 0
-        self.processed = 0
-        self.dropped = 0
-        self.skipped_no_subscribers = 0
-        self.rejected: dict[str, int] = {}
-        self.latencies: deque[dict[str, float]] = deque(maxlen=LATENCY_WINDOW)
-        self._last_rates = (time.monotonic(), 0, 0)
-
-    def reject(self, reason: str) -> None:
-        with self.lock:
-            self.rejected[reason] = self.rejected.get(reason, 0) + 1
-
-    def add_latency(self, timings_ms: dict[str, float]) -> None:
-        with self.lock:
-            self.processed += 1
-            self.latencies.append(dict(timings_ms))
-
-    def snapshot(self) -> dict[str, Any]:
-        """Counters, rates since the previous snapshot, and p50/p95 per stage."""
-        with self.lock:
-            now = time.monotonic()
-            then, received_then, processed_then = self._last_rates
-            elapsed = max(now - then, 1e-6)
-            snap = {
-                "received": self.received,
-                "processed": self.processed,
-                "dropped": self.dropped,
-                "skipped_no_subscribers": self.skipped_no_subscribers,
-                "rejected": dict(self.rejected),
-                "input_rate_hz": (self.received - received_then) / elapsed,
-                "output_rate_hz": (self.processed - processed_then) / elapsed,
-            }
-            self._last_rates = (now, self.received, self.processed)
-            recent = list(self.latencies)
-        stages: dict[str, list[float]] = {}
-        for timings in recent:
-            for stage, value in timings.items():
-                stages.setdefault(stage, []).append(value)
-        snap["latency_ms"] = {
-            stage: (float(np.percentile(values, 50)), float(np.percentile(values, 95)))
-            for stage, values in stages.items()
-        }
-        return snap
 
 
 class PanopticDepthLabNode(LifecycleNode):
@@ -136,14 +101,15 @@ class PanopticDepthLabNode(LifecycleNode):
         self._image_publishing_warned: set[str] = set()
         self._image_sub = None
         self._image_sub_key: tuple[str, ReliabilityPolicy] | None = None
+        self._image_topic_resolved = ""  # for counting the input's publishers per frame
         self._info_sub = None
         self._info_sub_key: tuple[str, ReliabilityPolicy] | None = None
         self._graph_timer = None
 
         self._pending_lock = threading.Condition()
         self._pending: tuple[Any, float] | None = None
-        self._camera_info: Any = None
-        self._camera_info_counted = False  # the latest CameraInfo's problem is already counted
+        self._camera_info: CameraInfoInput | None = None  # a frame keeps the entry it used
+        self.middleware_gaps = MiddlewareGaps()
         # Every torch call (load, warm-up, inference) runs on this one thread: measured here, a
         # second thread running torch ops leaves two OpenMP thread teams competing for the cores
         # and the network took 104 ms instead of 61 ms (1080p input, 2 cores).
@@ -284,6 +250,8 @@ class PanopticDepthLabNode(LifecycleNode):
         # the context is already gone and destroying a timer raises) would keep the process alive.
         with self._pending_lock:
             self._running = False
+            if self._pending is not None:
+                self.stats.frame_ended("discarded_inactive")
             self._pending = None
             self._pending_lock.notify_all()
         if self._graph_timer is not None:
@@ -345,8 +313,18 @@ class PanopticDepthLabNode(LifecycleNode):
             if self._image_sub is not None:
                 self.destroy_subscription(self._image_sub)
             msg_type = CompressedImage if params.image_transport == "compressed" else Image
-            self._image_sub = self.create_subscription(msg_type, topic, self._on_image, profile)
+            self._image_sub = self.create_subscription(
+                msg_type,
+                topic,
+                self._on_image_with_info if MESSAGE_INFO_CALLBACKS else self._on_image,
+                profile,
+                event_callbacks=SubscriptionEventCallbacks(message_lost=self._on_message_lost),
+            )
             self._image_sub_key = key
+            self._image_topic_resolved = self.resolve_topic_name(topic)
+            self.middleware_gaps.reset()
+            if not MESSAGE_INFO_CALLBACKS:
+                self.middleware_gaps.unavailable("this rclpy gives callbacks no message info")
             self.get_logger().info(
                 f"input {self.resolve_topic_name(topic)}: {msg_type.__name__}, "
                 f"{'best-effort' if profile.reliability == ReliabilityPolicy.BEST_EFFORT else 'reliable'}"
@@ -369,21 +347,32 @@ class PanopticDepthLabNode(LifecycleNode):
     def _on_image(self, msg: Any) -> None:
         """Latest frame wins: store it, count the one it replaces as dropped."""
         with self._pending_lock:
-            with self.stats.lock:
-                self.stats.received += 1
-                if self._pending is not None:
-                    self.stats.dropped += 1
+            self.stats.frame_received(replaced_waiting=self._pending is not None)
             self._pending = (msg, time.monotonic())
             self._pending_lock.notify()
 
+    def _on_image_with_info(self, msg: Any, info: Any) -> None:
+        """Also counts the frames the middleware replaced before this one (publisher's sequence)."""
+        self.middleware_gaps.observe(
+            info.get("publication_sequence_number"), self.count_publishers(self._image_topic_resolved)
+        )
+        self._on_image(msg)
+
+    def _on_message_lost(self, info: Any) -> None:
+        """Samples the rmw itself reports lost (not history-depth replacements: those it never reports)."""
+        self.stats.messages_lost(int(info.total_count_change))
+
     def _on_camera_info(self, msg: Any) -> None:
-        counted = False
+        """A CameraInfo's problem is counted once: here if K is unusable, else by the first frame it
+        does not fit (its size); ``CameraInfoInput`` remembers which."""
+        self.stats.camera_info_seen()
+        entry = CameraInfoInput(msg)
         try:
             camera_info_to_K(msg, prefer_P=self.params.prefer_rectified)
         except MessageConversionError as exc:
-            self._reject(exc.reason, f"camera_info: {exc}")
-            counted = True
-        self._camera_info, self._camera_info_counted = msg, counted
+            entry.claim_count()
+            self._reject_camera_info(exc.reason, str(exc))
+        self._camera_info = entry
 
     def _warn_image_publishing(self, reason: str) -> None:
         """Once per reason: why the images go out through rclpy's ordinary publish."""
@@ -391,9 +380,18 @@ class PanopticDepthLabNode(LifecycleNode):
             self._image_publishing_warned.add(reason)
             self.get_logger().warning(f"serialized_image_publishing: {reason}; images go out through rclpy's publish")
 
-    def _reject(self, reason: str, text: str) -> None:
-        """Count a rejected input by reason and log it, at most once per throttle period per reason."""
-        self.stats.reject(reason)
+    def _reject_frame(self, reason: str, text: str) -> None:
+        """Count a rejected frame by reason and log it."""
+        self.stats.frame_rejected(reason)
+        self._log_rejection(reason, text)
+
+    def _reject_camera_info(self, reason: str, text: str) -> None:
+        """Count a CameraInfo message's problem (once per message) and log it."""
+        self.stats.camera_info_problem(reason)
+        self._log_rejection(reason, f"camera_info: {text}")
+
+    def _log_rejection(self, reason: str, text: str) -> None:
+        """At most once per throttle period per reason."""
         now = time.monotonic()
         if now - self._last_error_log.get(reason, -math.inf) >= self.params.error_log_throttle_s:
             self._last_error_log[reason] = now
@@ -416,25 +414,28 @@ class PanopticDepthLabNode(LifecycleNode):
                 msg, received_at = self._pending
                 self._pending = None
             try:
-                self._process(msg, received_at)
+                outcome = self._process(msg, received_at)
             except MessageConversionError as exc:
-                self._reject(exc.reason, str(exc))
+                self._reject_frame(exc.reason, str(exc))
             except ValueError as exc:
-                self._reject("invalid_input", f"{type(exc).__name__}: {exc}")
+                self._reject_frame("invalid_input", f"{type(exc).__name__}: {exc}")
             except Exception as exc:  # the node must keep running whatever one frame does
-                self._reject("processing_error", f"{type(exc).__name__}: {exc}")
+                self._reject_frame("processing_error", f"{type(exc).__name__}: {exc}")
+            else:
+                if outcome != "processed":  # processed frames were counted with their latencies
+                    self.stats.frame_ended(outcome)
 
-    def _process(self, msg: Any, received_at: float) -> None:
+    def _process(self, msg: Any, received_at: float) -> str:
+        """One frame; returns how it ended (``diagnostics.FRAME_OUTCOMES``)."""
         processor = self._processor
         if processor is None:
-            return
+            return "discarded_inactive"
         wanted = self._wanted_outputs()
         if not wanted:
-            with self.stats.lock:
-                self.stats.skipped_no_subscribers += 1
-            return
+            return "skipped_no_subscribers"
         params = self.params
-        camera_info = self._camera_info if params.use_camera_info else None
+        info_entry = self._camera_info if params.use_camera_info else None
+        camera_info = info_entry.msg if info_entry is not None else None
         if params.use_camera_info and camera_info is None and wanted & msgs.OUTPUTS_NEEDING_K:
             if not self._warned_no_camera_info:
                 self._warned_no_camera_info = True
@@ -458,15 +459,16 @@ class PanopticDepthLabNode(LifecycleNode):
 
         options = message_options(params, wanted)
         frame = processor.process(msg, camera_info, options, emit=publish, only_needed=True)
-        if frame.camera_info_error is not None and not self._camera_info_counted:
-            self._camera_info_counted = True  # once per CameraInfo message, not once per frame
-            self._reject(frame.camera_info_error.reason, f"camera_info: {frame.camera_info_error}")
+        # the entry this frame used, not the newest: a CameraInfo is counted once, not once per frame
+        if frame.camera_info_error is not None and info_entry is not None and info_entry.claim_count():
+            self._reject_camera_info(frame.camera_info_error.reason, str(frame.camera_info_error))
         if stopped or not self._running:
-            return  # deactivated meanwhile: not a processed frame
+            return "discarded_inactive"  # deactivated meanwhile: not a processed frame
         timings = dict(frame.timings_ms)
         timings["publish"] = publish_s * 1e3  # included in "messages": they overlap
         timings["total"] = (time.monotonic() - received_at) * 1e3
-        self.stats.add_latency(timings)
+        self.stats.frame_processed(timings)
+        return "processed"
 
     def _publish_label_info(self) -> None:
         with self._publish_lock:
@@ -480,16 +482,6 @@ class PanopticDepthLabNode(LifecycleNode):
     def _publish_diagnostics(self) -> None:
         snap = self.stats.snapshot()
         params = self.params
-        status = DiagnosticStatus()
-        status.name = f"{self.get_fully_qualified_name()}: panoptic_depthlab"
-        status.hardware_id = params.device
-        rejected_total = sum(snap["rejected"].values())
-        if self._state_label != "active":
-            status.level, status.message = DiagnosticStatus.WARN, f"not processing ({self._state_label})"
-        elif snap["rejected"]:
-            status.level, status.message = DiagnosticStatus.WARN, f"{rejected_total} input(s) rejected so far"
-        else:
-            status.level, status.message = DiagnosticStatus.OK, "ok"
         values = {
             "state": self._state_label,
             "backend": self._backend_label(getattr(self._processor, "predictor", None)),
@@ -498,24 +490,13 @@ class PanopticDepthLabNode(LifecycleNode):
             "input_topic": self.resolve_topic_name(self._image_topic()),
             "input_reliability": self._effective_reliability(),
             "image_publishing": self._image_publishing(),
-            "input_rate_hz": f"{snap['input_rate_hz']:.2f}",
-            "output_rate_hz": f"{snap['output_rate_hz']:.2f}",
-            "frames_received": str(snap["received"]),
-            "frames_processed": str(snap["processed"]),
-            "frames_dropped": str(snap["dropped"]),
-            "frames_skipped_no_subscribers": str(snap["skipped_no_subscribers"]),
-            "frames_rejected": str(rejected_total),
+            **counter_values(snap),
+            **self.middleware_gaps.values(),
         }
-        for reason, count in sorted(snap["rejected"].items()):
-            values[f"rejected_{reason}"] = str(count)
-        for stage, (p50, p95) in sorted(snap["latency_ms"].items()):
-            values[f"latency_{stage}_p50_ms"] = f"{p50:.2f}"
-            values[f"latency_{stage}_p95_ms"] = f"{p95:.2f}"
-        status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
-        array = DiagnosticArray()
-        array.header.stamp = self.get_clock().now().to_msg()
-        array.status = [status]
-        self._diag_pub.publish(array)
+        status = node_status(
+            f"{self.get_fully_qualified_name()}: panoptic_depthlab", params.device, self._state_label, snap, values
+        )
+        self._diag_pub.publish(diagnostic_array(self.get_clock().now().to_msg(), [status]))
 
     def _backend_label(self, predictor: Any) -> str:
         """The backend parameter and, for auto, the one it resolved to ("auto (onnxruntime)")."""
