@@ -24,14 +24,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime vs torch parity check")
     p.add_argument("out", help="output .onnx path")
 
-    t = sub.add_parser("tensorrt", help="build (or validate) the cached TensorRT engine for an ONNX model")
-    t.add_argument("--onnx", required=True, help="exported .onnx model")
-    t.add_argument("--precision", choices=["fp32", "fp16", "bf16", "int8"], default="fp16")
-    t.add_argument("--calib-data", default=None, help="int8: directory of calibration images")
-    t.add_argument("--calib-images", type=int, default=500, help="int8: number of calibration images")
-    t.add_argument("--calibrator", choices=["minmax", "entropy"], default="minmax")
-    t.add_argument("--calib-cache", default=None, help="int8 calibration cache (default: beside the engine)")
+    t = sub.add_parser(
+        "tensorrt",
+        help="build (or validate) the TensorRT engine for an ONNX model (strongly typed: the precision is the ONNX's)",
+    )
+    t.add_argument("--onnx", required=True, help="exported .onnx model (export onnx --precision fp32|fp16|int8)")
+    t.add_argument(
+        "--precision", choices=["fp32", "fp16", "int8"], default=None,
+        help="expected precision of the ONNX file (checked; default: whatever the file is)",
+    )  # fmt: skip
+    t.add_argument("--engine", default=None, help="also write the engine (+ .json sidecar) here, for shipping")
     t.add_argument("--workspace-mb", type=int, default=4096)
+    t.add_argument("--optimization-level", type=int, default=3, help="builder optimisation level 0..5")
     t.add_argument("--engine-cache-dir", default=None, help="default: ~/.cache/panoptic_depthlab/engines")
     t.add_argument("--height", type=int, default=None, help="for --dynamic ONNX files: the engine's input")
     t.add_argument("--width", type=int, default=None)
@@ -67,66 +71,66 @@ def _export_onnx(args: argparse.Namespace) -> int:
 
 
 def _export_tensorrt(args: argparse.Namespace) -> int:
+    import shutil
     from pathlib import Path
 
     from ..runtime.backend import BackendConfig
-    from ..runtime.tensorrt_backend import TensorRTNotAvailable, engine_cache_dir, prepare_engine
+    from ..runtime.tensorrt_backend import TensorRTNotAvailable, cuda_device, prepare_engine
+    from .artefacts import onnx_precision
+    from .engine_cache import sidecar_path_for
     from .onnx_export import check_onnx_file, onnx_input_shape
 
-    dims = onnx_input_shape(check_onnx_file(args.onnx))
+    proto = check_onnx_file(args.onnx)
+    dims = onnx_input_shape(proto)
+    precision = args.precision or onnx_precision(proto, args.onnx).precision  # checked again when building
+    del proto
     if all(isinstance(d, int) and d > 0 for d in dims):
         input_hw = (dims[2], dims[3])
         if (args.height and args.height != dims[2]) or (args.width and args.width != dims[3]):
             raise ValueError(f"{args.onnx} has fixed input {dims}; --height/--width must match or be omitted")
     else:
         if not (args.height and args.width):
-            raise ValueError(
-                f"{args.onnx} has dynamic input {dims}: pass --height and --width for the engine"
-            )
+            raise ValueError(f"{args.onnx} has dynamic input {dims}: pass --height and --width for the engine")
         input_hw = (args.height, args.width)
     cfg = BackendConfig(
         name="tensorrt",
         device=args.device,
-        precision=args.precision,
+        precision=precision,
         onnx_path=args.onnx,
         engine_cache_dir=args.engine_cache_dir or "",
         allow_engine_rebuild=not args.no_rebuild,
+        workspace_mb=args.workspace_mb,
+        builder_optimization_level=args.optimization_level,
     )
-    batches, calib_cache = None, ""
-    if args.precision == "int8":
-        calib_cache = args.calib_cache or str(engine_cache_dir(cfg) / f"{Path(args.onnx).stem}.calib")
-        if args.calib_data:
-            from .calibration import CalibrationDataReader
-
-            batches = CalibrationDataReader(args.calib_data, input_hw, max_images=args.calib_images)
-        elif not Path(calib_cache).is_file():
-            raise ValueError("--precision int8 needs --calib-data DIR (or an existing --calib-cache)")
     try:
-        entry = prepare_engine(
-            None,
-            cfg,
-            input_hw,
-            workspace_mb=args.workspace_mb,
-            calibration_batches=batches,
-            calibration_cache_path=calib_cache,
-            calibrator=args.calibrator,
-        )
+        import torch
+
+        with torch.cuda.device(cuda_device(args.device)) if torch.cuda.is_available() else _no_context():
+            prepared = prepare_engine(cfg, input_hw)
     except TensorRTNotAvailable as exc:
         print(f"panoptic-depthlab export tensorrt: error: {exc}", file=sys.stderr)
         return 2
-    print(
-        json.dumps(
-            {
-                "engine": str(entry.engine_path),
-                "sidecar": str(entry.sidecar_path),
-                "built": entry.built,
-                "rebuild_reasons": entry.rebuild_reasons,
-                "key": entry.key.to_dict(),
-            },
-            indent=2,
-        )
-    )
+    engine = prepared.engine_path
+    if args.engine:
+        engine = Path(args.engine)
+        engine.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(prepared.engine_path, engine)
+        shutil.copyfile(prepared.sidecar_path, sidecar_path_for(engine))
+    report = {
+        "engine": str(engine),
+        "sidecar": str(sidecar_path_for(engine)),
+        "artefact": prepared.artefact.summary(),
+        "rebuild_reasons": prepared.rebuild_reasons,
+        "key": prepared.key,
+    }
+    print(json.dumps(report, indent=2))
     return 0
+
+
+def _no_context():
+    import contextlib
+
+    return contextlib.nullcontext()
 
 
 def run(args: argparse.Namespace) -> int:

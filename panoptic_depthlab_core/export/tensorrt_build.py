@@ -1,54 +1,60 @@
-"""TensorRT 10 engine builder (Python API): fp32/fp16/bf16/int8, calibration and timing caches.
+"""TensorRT engine builder for TensorRT 10.x and 11.x: strongly typed networks from explicit-precision ONNX.
 
-Written against the documented TensorRT 10 API (``Builder``, ``OnnxParser``, ``IBuilderConfig``
-with memory-pool limits, ``build_serialized_network``, ``ITimingCache``). INT8 uses implicit
-quantisation with a **MinMax** calibrator by default: entropy calibration clips the long activation
-tails that segmentation logits and depth regressions rely on and measurably loses accuracy. The
-calibration cache makes a second INT8 build skip calibration; the timing cache (kept beside the
-engines) cuts repeated builds on the same GPU from many minutes to about one.
+The precision is the ONNX file's (fp16 weights and casts, or int8 Q/DQ pairs; see
+``export.artefacts``). The network is strongly typed, so TensorRT computes in exactly the types the
+graph states. There are no weak-typing precision flags and no implicit INT8 calibrators here: TensorRT
+deprecated both in 10.x (calibration in 10.1, weak typing in 10.12) and removed them in 11.x, and
+explicit Q/DQ graphs build on every version from 8 to 11 without a calibrator.
+
+What differs between the major versions is chosen from ``trt.__version__`` (``network_creation_flags``)
+and tested both ways with fake ``tensorrt`` modules whose 11.x variant lacks the removed API. The
+calls are checked statically against the TensorRT 10.13 API (``tensorrt-stubs``, mypy; ``make test``).
+
+Timing caches hold measured kernel timings that are only valid for one GPU model and TensorRT version
+(combining caches from different devices can produce functional or performance bugs, say NVIDIA's
+docs), so each (GPU name, compute capability, TensorRT version) has a cache file of its own, and a
+cache is only ever combined with one of the same key, never with ``ignore_mismatch=True``.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
-from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-
+from .engine_cache import BuildEnvironment
 from .locking import atomic_write_bytes, file_lock
+
+if TYPE_CHECKING:
+    import tensorrt
 
 log = logging.getLogger(__name__)
 
-CALIBRATORS = ("minmax", "entropy")
+# NVIDIA, "Migrating Python Code from TensorRT 10.x to 11.x": every network is strongly typed in 11.x
+# and NetworkDefinitionCreationFlag.STRONGLY_TYPED is deprecated there (accepted and ignored).
+# https://docs.nvidia.com/deeplearning/tensorrt/latest/api/migration/tensorrt-10x-to-11x-python-api.html
+# https://docs.nvidia.com/deeplearning/tensorrt/latest/_static/python-api/infer/Core/Builder.html
+TENSORRT_11_MIGRATION_DOC = (
+    "https://docs.nvidia.com/deeplearning/tensorrt/latest/api/migration/tensorrt-10x-to-11x-python-api.html"
+)
 
 
 @dataclass
 class BuildOptions:
-    precision: str = "fp16"  # fp32 | fp16 | bf16 | int8
     workspace_mb: int = 4096
-    timing_cache_path: str = ""  # persisted between builds; "" = none
-    calibrator: str = "minmax"  # int8 only
-    calibration_cache_path: str = ""  # int8 only; reused when it holds this calibration
-    # int8 only: calibration.calibration_id() of the images given; "" = no images, use the cache as is
-    calibration_id: str = ""
     builder_optimization_level: int = 3  # TensorRT default; 5 searches longer for faster kernels
+    timing_cache_dir: str = ""  # per-GPU/TensorRT timing caches live here; "" = none
     # For ONNX files with symbolic dims: the one shape the engine is optimised for (min=opt=max).
     input_shape: tuple[int, int, int, int] | None = None
 
     def __post_init__(self) -> None:
-        if self.precision not in ("fp32", "fp16", "bf16", "int8"):
-            raise ValueError(f"precision must be fp32, fp16, bf16 or int8, got {self.precision!r}")
         if self.workspace_mb < 16:
             raise ValueError(f"workspace_mb must be >= 16, got {self.workspace_mb}")
-        if self.calibrator not in CALIBRATORS:
-            raise ValueError(f"calibrator must be one of {list(CALIBRATORS)}, got {self.calibrator!r}")
         if not 0 <= self.builder_optimization_level <= 5:
-            raise ValueError(
-                f"builder_optimization_level must be 0..5, got {self.builder_optimization_level}"
-            )
+            raise ValueError(f"builder_optimization_level must be 0..5, got {self.builder_optimization_level}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -56,86 +62,54 @@ class BuildOptions:
         return d
 
 
-def make_calibrator(
-    batches: Iterable[np.ndarray],
-    batch_shape: tuple[int, ...],
-    cache_path: str | Path,
-    kind: str = "minmax",
-    device: str = "cuda",
-    cal_id: str = "",
-):
-    """A TensorRT INT8 calibrator feeding float32 NCHW batches through one torch CUDA buffer.
+def tensorrt_major(version: str) -> int:
+    """Major version of a TensorRT version string ("10.3.0.26" -> 10)."""
+    match = re.match(r"(\d+)\.", version)
+    if match is None:
+        raise ValueError(f"cannot read the TensorRT version from {version!r}")
+    return int(match.group(1))
 
-    The cache at ``cache_path`` is only reused when it was written by the same calibration
-    (``cal_id``; "" = no images given, the cache is the calibration)."""
-    import torch
 
-    from ..runtime.tensorrt_backend import import_tensorrt
-    from .calibration import reusable_calibration_cache, write_calibration_record
+def network_creation_flags() -> int:
+    """``create_network`` flags for a strongly typed network on the installed TensorRT.
 
-    trt = import_tensorrt()
-    base = {"minmax": trt.IInt8MinMaxCalibrator, "entropy": trt.IInt8EntropyCalibrator2}[kind]
+    10.x: opt in with ``STRONGLY_TYPED`` (available since 9.x; the only supported typing from 11.x).
+    11.x: strong typing is always on and the flag is deprecated and ignored (see
+    TENSORRT_11_MIGRATION_DOC), so none is passed, which keeps 11.x free of deprecation warnings."""
+    import tensorrt as trt
 
-    class _Calibrator(base):
-        def __init__(self) -> None:
-            base.__init__(self)  # TensorRT requires the explicit base-class constructor call
-            self.cache_path = Path(cache_path) if cache_path else None
-            self.batches: Iterator[np.ndarray] = iter(batches)
-            self.device_buffer = torch.empty(batch_shape, dtype=torch.float32, device=device)
-            self.count = 0
+    if tensorrt_major(trt.__version__) >= 11:
+        return 0
+    return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
 
-        def get_batch_size(self) -> int:
-            return int(batch_shape[0])
 
-        def get_batch(self, names: list[str]) -> list[int] | None:
-            batch = next(self.batches, None)
-            if batch is None:
-                log.info("calibration: %d batches used", self.count)
-                return None
-            if tuple(batch.shape) != tuple(batch_shape):
-                raise ValueError(f"calibration batch shape {batch.shape} != engine input {batch_shape}")
-            self.device_buffer.copy_(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)))
-            torch.cuda.synchronize(self.device_buffer.device)
-            self.count += 1
-            return [int(self.device_buffer.data_ptr())]
-
-        def read_calibration_cache(self) -> bytes | None:
-            if not self.cache_path:
-                return None
-            cached = reusable_calibration_cache(self.cache_path, cal_id or None)
-            if cached is not None:
-                log.info("using INT8 calibration cache %s", self.cache_path)
-            elif self.cache_path.is_file():
-                log.warning("INT8 calibration cache %s is from other calibration data; recalibrating",
-                            self.cache_path)  # fmt: skip
-            return cached
-
-        def write_calibration_cache(self, cache) -> None:
-            if self.cache_path:
-                atomic_write_bytes(self.cache_path, bytes(cache))
-                if cal_id:
-                    write_calibration_record(self.cache_path, cal_id)
-                log.info("wrote INT8 calibration cache %s", self.cache_path)
-
-    return _Calibrator()
+def timing_cache_file(cache_dir: str | Path, env: BuildEnvironment) -> Path:
+    """One timing cache per GPU model, compute capability and TensorRT version."""
+    gpu = re.sub(r"[^A-Za-z0-9]+", "-", env.gpu_name).strip("-") or "gpu"
+    trt_version = re.sub(r"[^0-9.]+", "", env.tensorrt_version) or "unknown"
+    return Path(cache_dir) / f"timing_{gpu}_sm{env.compute_capability}_trt{trt_version}.cache"
 
 
 def build_engine(
     onnx_path: str | Path,
     engine_path: str | Path,
     options: BuildOptions,
-    calibration_batches: Iterable[np.ndarray] | None = None,
+    env: BuildEnvironment | None = None,
 ) -> None:
-    """Parse ``onnx_path``, build a serialized engine with ``options``, write it to ``engine_path``."""
+    """Parse ``onnx_path`` into a strongly typed network, build it with ``options``, write the serialized
+    engine to ``engine_path``. Run it inside ``torch.cuda.device(...)`` of the GPU it is for: TensorRT
+    builds on the current CUDA device. ``env`` (this GPU and TensorRT) names the timing cache."""
     from ..runtime.tensorrt_backend import import_tensorrt
 
-    trt = import_tensorrt()
+    import_tensorrt()  # a supported TensorRT, or TensorRTNotAvailable naming the install command
+    import tensorrt as trt  # the same module, typed (tensorrt-stubs) for the static API check
+
     onnx_path = Path(onnx_path)
     if not onnx_path.is_file():
         raise FileNotFoundError(f"ONNX model not found: {onnx_path}")
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
+    network = builder.create_network(network_creation_flags())
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
@@ -159,57 +133,38 @@ def build_engine(
     if profile is not None:
         config.add_optimization_profile(profile)
 
-    if options.precision == "fp16":
-        config.set_flag(trt.BuilderFlag.FP16)
-    elif options.precision == "bf16":
-        config.set_flag(trt.BuilderFlag.BF16)
-    elif options.precision == "int8":
-        config.set_flag(trt.BuilderFlag.INT8)
-        config.set_flag(trt.BuilderFlag.FP16)  # layers without INT8 kernels fall back to fp16, not fp32
-        cache_ok = options.calibration_cache_path and Path(options.calibration_cache_path).is_file()
-        if calibration_batches is None and not cache_ok:
-            raise ValueError(
-                "int8 needs calibration images (--calib-data DIR) or an existing calibration cache"
-            )
-        input_shape = options.input_shape or tuple(network.get_input(0).shape)
-        config.int8_calibrator = make_calibrator(
-            calibration_batches or [], tuple(input_shape), options.calibration_cache_path, options.calibrator,
-            cal_id=options.calibration_id,
-        )  # fmt: skip
-        if profile is not None:
-            config.set_calibration_profile(profile)
-
-    timing_cache_path = Path(options.timing_cache_path) if options.timing_cache_path else None
-    lock = (
-        file_lock(timing_cache_path.with_name(timing_cache_path.name + ".lock"))
-        if timing_cache_path
-        else None
-    )
-    serialized_cache = b""
-    if timing_cache_path and timing_cache_path.is_file():
-        serialized_cache = timing_cache_path.read_bytes()
+    cache_file = timing_cache_file(options.timing_cache_dir, env) if options.timing_cache_dir and env else None
+    serialized_cache = cache_file.read_bytes() if cache_file and cache_file.is_file() else b""
     timing_cache = config.create_timing_cache(serialized_cache)
-    config.set_timing_cache(timing_cache, ignore_mismatch=False)
+    # ignore_mismatch=False: a cache from another device or version is rejected, not merged
+    config.set_timing_cache(timing_cache, False)
 
     start = time.monotonic()
     log.info(
-        "building TensorRT %s engine from %s (workspace %d MiB)",
-        options.precision,
+        "building TensorRT %s engine (strongly typed) from %s (workspace %d MiB, optimisation level %d)",
+        trt.__version__,
         onnx_path.name,
         options.workspace_mb,
+        options.builder_optimization_level,
     )
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        raise RuntimeError(
-            f"TensorRT failed to build an engine from {onnx_path} (see the TensorRT log above)"
-        )
-    Path(engine_path).write_bytes(bytes(serialized))
-    log.info("built engine in %.1f s (%.1f MiB)", time.monotonic() - start, serialized.nbytes / 2**20)
+        raise RuntimeError(f"TensorRT failed to build an engine from {onnx_path} (see the TensorRT log above)")
+    data = bytes(memoryview(serialized))
+    Path(engine_path).write_bytes(data)
+    log.info("built engine in %.1f s (%.1f MiB)", time.monotonic() - start, len(data) / 2**20)
 
-    if timing_cache_path:
-        with lock:
-            # Merge with whatever another builder saved meanwhile, then publish atomically.
-            if timing_cache_path.is_file():
-                other = config.create_timing_cache(timing_cache_path.read_bytes())
-                config.get_timing_cache().combine(other, ignore_mismatch=True)
-            atomic_write_bytes(timing_cache_path, bytes(config.get_timing_cache().serialize()))
+    if cache_file is not None:
+        save_timing_cache(config, cache_file)
+
+
+def save_timing_cache(config: tensorrt.IBuilderConfig, cache_file: Path) -> None:
+    """Publish the builder's timing cache, first combined with what another builder of the same GPU and
+    TensorRT saved meanwhile (same file, so the same key; a mismatching file is replaced, not merged)."""
+    with file_lock(cache_file.with_name(cache_file.name + ".lock")):
+        ours = config.get_timing_cache()
+        if cache_file.is_file():
+            other = config.create_timing_cache(cache_file.read_bytes())
+            if not ours.combine(other, False):
+                log.warning("timing cache %s does not match this GPU/TensorRT; replacing it", cache_file)
+        atomic_write_bytes(cache_file, bytes(memoryview(ours.serialize())))

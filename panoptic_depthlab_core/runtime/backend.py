@@ -20,12 +20,22 @@ class BackendConfig:
     # 62 -> 28 ms), else torch (on CUDA the all-GPU path); see resolve_backend_name
     name: Literal["auto", "torch", "onnxruntime", "tensorrt"] = "torch"
     device: str = "cpu"  # "cpu", "cuda", "cuda:1"
-    precision: Literal["fp32", "fp16", "bf16", "int8"] = "fp32"  # int8: tensorrt only
+    # torch: fp32/fp16/bf16 by autocast. onnxruntime/tensorrt: the precision of the ONNX file
+    # (fp32, fp16, int8), checked against it; it is never chosen by a builder flag
+    precision: Literal["fp32", "fp16", "bf16", "int8"] = "fp32"
     channels_last: bool = False
     cuda_graph: bool = False  # torch backend: capture one graph for the fixed input shape
-    onnx_path: str = ""  # onnxruntime / tensorrt: exported model (built from the weights if empty)
-    engine_cache_dir: str = ""  # tensorrt: where engines and their sidecars live
-    allow_engine_rebuild: bool = True
+    # onnxruntime / tensorrt: a prebuilt ONNX file, used as it is (empty: the model is exported into
+    # the cache once, fp32 only)
+    onnx_path: str = ""
+    engine_path: str = ""  # tensorrt: a prebuilt engine (export tensorrt --engine) with its .json sidecar
+    engine_cache_dir: str = ""  # tensorrt engines, timing caches, ORT's TensorRT EP cache; "" = default
+    allow_engine_rebuild: bool = True  # false: a missing or mismatching engine fails instead of building
+    workspace_mb: int = 4096  # tensorrt builder workspace (part of the engine key)
+    builder_optimization_level: int = 3  # tensorrt builder 0..5 (part of the engine key)
+    # onnxruntime on CUDA: put the TensorRT execution provider first (off: CUDA EP only, no
+    # TensorRT build at every start)
+    onnxruntime_tensorrt: bool = False
     num_threads: int = 0  # CPU intra-op threads; 0 = library default
 
 

@@ -46,8 +46,9 @@ def test_key_changes_when_any_input_changes() -> None:
     base = make_engine_key(sha, "fp16", SHAPE, ENV)
     variants = [
         make_engine_key("b" * 64, "fp16", SHAPE, ENV),
-        make_engine_key(sha, "int8", SHAPE, ENV, calibration="c" * 64),
-        make_engine_key(sha, "int8", SHAPE, ENV, calibration="d" * 64),  # other calibration images
+        make_engine_key(sha, "int8", SHAPE, ENV),
+        make_engine_key(sha, "fp16", SHAPE, ENV, builder_optimization_level=5),
+        make_engine_key(sha, "fp16", SHAPE, ENV, workspace_mb=1024),
         make_engine_key(sha, "fp16", (1, 3, 1024, 2048), ENV),
         make_engine_key(sha, "fp16", (2, 3, 512, 1024), ENV),
         make_engine_key(sha, "fp16", SHAPE, BuildEnvironment("NVIDIA H100", "8.7", "10.3.0")),
@@ -57,8 +58,6 @@ def test_key_changes_when_any_input_changes() -> None:
     digests = {base.digest()} | {v.digest() for v in variants}
     assert len(digests) == len(variants) + 1
     assert make_engine_key(sha, "fp16", list(SHAPE), ENV).digest() == base.digest()
-    # only INT8 engines depend on calibration
-    assert make_engine_key(sha, "fp16", SHAPE, ENV, calibration="c" * 64).digest() == base.digest()
 
 
 def test_key_rejects_bad_values() -> None:
@@ -68,20 +67,22 @@ def test_key_rejects_bad_values() -> None:
         make_engine_key("a" * 64, "fp16", (1, 512, 1024), ENV)
     with pytest.raises(ValueError, match="sha256"):
         make_engine_key("abc", "fp16", SHAPE, ENV)
-    with pytest.raises(ValueError, match="calibration"):
-        make_engine_key("a" * 64, "int8", SHAPE, ENV)
+    with pytest.raises(ValueError, match="precision"):
+        make_engine_key("a" * 64, "bf16", SHAPE, ENV)  # TensorRT precision comes from fp32/fp16/int8 ONNX files
+    with pytest.raises(ValueError, match="builder_optimization_level"):
+        make_engine_key("a" * 64, "fp16", SHAPE, ENV, builder_optimization_level=9)
+    with pytest.raises(ValueError, match="workspace_mb"):
+        make_engine_key("a" * 64, "fp16", SHAPE, ENV, workspace_mb=0)
 
 
-def test_int8_engine_rebuilt_when_calibration_changes(tmp_path: Path, onnx_file: Path) -> None:
-    cache = EngineCache(tmp_path / "engines")
-    build = FakeBuilder()
-    first = cache.get_or_build(onnx_file, "int8", SHAPE, build, ENV, calibration="c" * 64)
-    again = cache.get_or_build(onnx_file, "int8", SHAPE, build, ENV, calibration="c" * 64)
-    assert first.built and not again.built and build.calls == 1
-    other = cache.get_or_build(onnx_file, "int8", SHAPE, build, ENV, calibration="d" * 64)
-    assert other.built and build.calls == 2
-    assert any("calibration changed" in r for r in other.rebuild_reasons)
-    assert other.engine_path == first.engine_path  # rebuilt in place, no orphan
+def test_optimization_level_and_workspace_build_engines_of_their_own(tmp_path: Path, onnx_file: Path) -> None:
+    cache, build = EngineCache(tmp_path / "engines"), FakeBuilder()
+    first = cache.get_or_build(onnx_file, "fp16", SHAPE, build, ENV)
+    level5 = cache.get_or_build(onnx_file, "fp16", SHAPE, build, ENV, builder_optimization_level=5)
+    small = cache.get_or_build(onnx_file, "fp16", SHAPE, build, ENV, workspace_mb=1024)
+    assert build.calls == 3 and len({first.engine_path, level5.engine_path, small.engine_path}) == 3
+    assert json.loads(level5.sidecar_path.read_text())["key"]["builder_optimization_level"] == 5
+    assert not cache.get_or_build(onnx_file, "fp16", SHAPE, build, ENV, builder_optimization_level=5).built
 
 
 def test_build_then_hit(tmp_path: Path, onnx_file: Path) -> None:

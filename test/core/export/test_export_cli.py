@@ -102,12 +102,14 @@ def test_export_tensorrt_without_tensorrt(tiny, tmp_path: Path, capsys) -> None:
                 "tensorrt",
                 "--onnx",
                 str(out),
-                "--precision",
-                "fp16",
                 "--engine-cache-dir",
                 str(tmp_path / "engines"),
             ]
         )
         == 2
     )
-    assert "TensorRT not importable" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "TensorRT not importable" in err and 'pip install ".[tensorrt]"' in err
+    # the precision is the file's: asking for another one names the file and both precisions
+    assert main(["export", "tensorrt", "--onnx", str(out), "--precision", "int8"]) == 2
+    assert f"{out} is fp32" in capsys.readouterr().err
