@@ -14,12 +14,11 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .config import ConfigError, from_dict, load_yaml
+from .maps import DENSE_MAPS, nearest_index, upsample_maps_device, upsample_maps_host
 from .model import ModelConfig, build_model
 from .postprocess import PostprocessConfig, panoptic_postprocess
 from .preprocess import letterbox_rgb
@@ -35,8 +34,6 @@ DEFAULT_CONFIG = DEFAULT_MODEL_DIR / "model.yaml"
 DEFAULT_WEIGHTS = DEFAULT_MODEL_DIR / "model.safetensors"
 log = logging.getLogger(__name__)
 
-# The dense maps a FrameResult can carry at the input resolution (``Predictor.predict(maps=...)``).
-DENSE_MAPS: frozenset[str] = frozenset({"panoptic", "semantic", "depth"})
 # predict(stuff_segments=...): stuff segments with every statistic, without depth statistics, or none
 STUFF_SEGMENTS: tuple[str, ...] = ("full", "no_depth", "none")
 
@@ -92,6 +89,14 @@ def _to_device(image: np.ndarray | torch.Tensor, device: torch.device) -> torch.
     return tensor.to(device, non_blocking=True)
 
 
+def check_maps(maps: Collection[str] | None) -> frozenset[str]:
+    """The dense maps a caller asked for (None = all of ``DENSE_MAPS``)."""
+    wanted = DENSE_MAPS if maps is None else frozenset(maps)
+    if not wanted <= DENSE_MAPS:
+        raise ValueError(f"unknown maps {sorted(wanted - DENSE_MAPS)}; known: {', '.join(sorted(DENSE_MAPS))}")
+    return wanted
+
+
 def check_intrinsics(K: np.ndarray | None) -> np.ndarray | None:
     if K is None:
         return None
@@ -103,6 +108,40 @@ def check_intrinsics(K: np.ndarray | None) -> np.ndarray | None:
     if K[0, 0] <= 0 or K[1, 1] <= 0:
         raise ValueError(f"camera matrix K must have positive focal lengths, got fx={K[0, 0]}, fy={K[1, 1]}")
     return K
+
+
+@dataclass
+class NetworkMaps:
+    """The post-processed frame at the network resolution, letterbox padding cropped off."""
+
+    panoptic: torch.Tensor  # int32 [h, w]
+    semantic: torch.Tensor  # uint8 [h, w]
+    depth: torch.Tensor  # float [h, w], metres
+    scores: dict[int, float]  # panoptic id -> score
+
+    @property
+    def size_hw(self) -> tuple[int, int]:
+        return int(self.panoptic.shape[0]), int(self.panoptic.shape[1])
+
+
+class _StepClock:
+    """Milliseconds per step of one frame (``FrameResult.timings_ms``), the device synchronised at
+    every step so that asynchronous GPU work is charged to the step that queued it."""
+
+    def __init__(self, sync: Callable[[], None]) -> None:
+        self._sync = sync
+        self._start = self._last = time.perf_counter()
+        self.timings: dict[str, float] = {}
+
+    def lap(self, step: str) -> None:
+        self._sync()
+        now = time.perf_counter()
+        self.timings[step] = (now - self._last) * 1e3
+        self._last = now
+
+    def finish(self) -> dict[str, float]:
+        self.timings["total"] = (time.perf_counter() - self._start) * 1e3
+        return self.timings
 
 
 class Predictor:
@@ -156,12 +195,14 @@ class Predictor:
         for _ in range(iterations):
             self.predict(image)
 
-    # ----------------------------------------------------------------------------- pipeline steps
+    # ----------------------------------------------------------------------------- the frame
     @torch.inference_mode()
     def predict(self, image: np.ndarray | torch.Tensor, K: np.ndarray | None = None,
                 on_maps: Callable[[FrameResult], None] | None = None,
                 maps: Collection[str] | None = None, stuff_segments: str = "full") -> FrameResult:
-        """``on_maps(maps)``, if given, is called with the dense maps (a FrameResult without
+        """One frame: preprocess -> network -> post-process -> maps at the input size -> segments.
+
+        ``on_maps(maps)``, if given, is called with the dense maps (a FrameResult without
         segments) as soon as they are on the host: on the CPU before the per-segment statistics, so
         the node publishes the images meanwhile (on a GPU the statistics run on the device first;
         they are fast there).
@@ -170,101 +211,100 @@ class Predictor:
         all). When the input was resized, the others are not made (None in the result) unless the
         statistics need them (``cpu_resolution: input`` on the CPU, or on a GPU) — the
         segments, the overlay and the 16UC1 image come from the network's map (``upsampling``), so
-        a caller that only reads detections skips ~18 MB of maps per 1080p frame (and, on a GPU,
-        their copy to the host).
+        a caller that only reads detections skips the full-resolution maps (and, on a GPU, their
+        copy to the host).
 
         ``stuff_segments``: "full" (every statistic for stuff segments too), "no_depth" (stuff
         segments keep area, box and centroid; distance NaN, no 3D — enough for the overlay, which
-        fills stuff by class) or "none" (things only). Stuff is most of the pixels: at 1080p on
-        the CPU "none" takes the statistics from ~16 to ~3-5 ms."""
+        fills stuff by class) or "none" (things only). Stuff is most of the pixels, and its
+        statistics most of their time."""
         check_rgb_image(image)
         K = check_intrinsics(K)
-        wanted = DENSE_MAPS if maps is None else frozenset(maps)
-        if not wanted <= DENSE_MAPS:
-            raise ValueError(f"unknown maps {sorted(wanted - DENSE_MAPS)}; known: {', '.join(sorted(DENSE_MAPS))}")
+        wanted = check_maps(maps)
         segments_cfg = self._segments_config(stuff_segments)
-        timings: dict[str, float] = {}
-        t0 = time.perf_counter()
-        height, width = image.shape[:2]
-        tensor = _to_device(image, self.device)
-        batch, (valid_h, valid_w) = letterbox_rgb(tensor, self.input_hw, self.cfg.model.pixel_mean)
-        t1 = time.perf_counter()
-        timings["preprocess"] = (t1 - t0) * 1e3
-
+        input_hw = (int(image.shape[0]), int(image.shape[1]))
+        clock = _StepClock(self._sync)
+        batch, valid_hw = self._preprocess(image)
+        clock.lap("preprocess")
         outputs = self.backend(batch)
-        self._sync()
-        t2 = time.perf_counter()
-        timings["network"] = (t2 - t1) * 1e3
+        clock.lap("network")
+        net = self._postprocess(outputs, valid_hw)
+        if self.device.type == "cpu":
+            return self._finish_on_host(net, input_hw, wanted, K, segments_cfg, on_maps, clock)
+        return self._finish_on_device(net, input_hw, wanted, K, segments_cfg, on_maps, clock)
 
+    def _preprocess(self, image: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """The letterboxed network input [1,3,H,W] on the backend's device and its valid (h, w)."""
+        return letterbox_rgb(_to_device(image, self.device), self.input_hw, self.cfg.model.pixel_mean)
+
+    def _postprocess(self, outputs: dict[str, torch.Tensor], valid_hw: tuple[int, int]) -> NetworkMaps:
+        """Panoptic post-processing of the three heads, the letterbox padding cropped off first."""
+        valid_h, valid_w = valid_hw
         outputs = {k: v[..., :valid_h, :valid_w] for k, v in outputs.items()}
         pan = panoptic_postprocess(outputs["sem_logits"], outputs["center"], outputs["offset"], self.cfg.postprocess)
-        panoptic_net = pan["panoptic_ids"][0]
-        semantic_net = pan["semantic"][0]
-        depth_net = outputs["depth"][0, 0]
-        resized = (valid_h, valid_w) != (height, width)
-        on_cpu = self.device.type == "cpu"
-        upsampling = None  # how the id map was upsampled, for the consumers of the result
-        if resized:
-            rows = _nearest_index(valid_h, height, panoptic_net.device)
-            cols = _nearest_index(valid_w, width, panoptic_net.device)
-        if on_cpu:  # the maps go to the host anyway: resized there, ~3x faster than by torch
-            small = {"panoptic": panoptic_net.to(torch.int32).numpy(), "semantic": semantic_net.to(torch.uint8).numpy(),
-                     "depth": depth_net.float().numpy()}  # fmt: skip
-            host = small
-            if resized:
-                upsampling = NearestUpsampling(small["panoptic"], rows.numpy(), cols.numpy())
-                made = wanted  # statistics per input pixel (cpu_resolution "input") need the ids and depth
-                if self.cfg.segments.cpu_resolution != "network":
-                    made = wanted | {"panoptic", "depth"}
-                host = upsample_maps_host(small, upsampling, made)
-        elif resized:  # the statistics run on the full-resolution id and depth maps here
-            panoptic_ids = panoptic_net[rows[:, None], cols[None, :]]
-            semantic = semantic_net[rows[:, None], cols[None, :]] if "semantic" in wanted else None
-            depth_m = F.interpolate(depth_net[None, None], size=(height, width), mode="bilinear",
-                                    align_corners=False)[0, 0]
-        else:
-            panoptic_ids, semantic, depth_m = panoptic_net, semantic_net, depth_net
-        self._sync()
-        t3 = time.perf_counter()
-        timings["postprocess"] = (t3 - t2) * 1e3
+        return NetworkMaps(panoptic=pan["panoptic_ids"][0], semantic=pan["semantic"][0],
+                           depth=outputs["depth"][0, 0], scores=pan["scores"][0])  # fmt: skip
 
-        scores = pan["scores"][0]
-        if not on_cpu:  # the all-GPU path: statistics where the maps are
-            device_maps = {"panoptic": panoptic_ids.to(torch.int32), "depth": depth_m.float()}
-            if semantic is not None:
-                device_maps["semantic"] = semantic.to(torch.uint8)
-            if resized:  # only what the caller reads leaves the device
-                device_maps = {k: v for k, v in device_maps.items() if k in wanted}
-            segments = compute_segments_torch(panoptic_ids, depth_m, K=K, scores=scores, cfg=segments_cfg)
-            t4 = time.perf_counter()
-            timings["segments"] = (t4 - t3) * 1e3
-            # async copies into reused pinned buffers, one wait; copied out before the next frame reuses them
-            host = {k: v.copy() for k, v in self._stager.to_host(device_maps).items()}
-            host = {k: host.get(k) for k in DENSE_MAPS}
-            if resized:  # the network's id map is small (~0.5 MB at 256x455): the host-side overlay uses it
-                upsampling = NearestUpsampling(
-                    panoptic_net.to(torch.int32).cpu().numpy(), rows.cpu().numpy(), cols.cpu().numpy()
-                )
-            timings["to_host"] = (time.perf_counter() - t4) * 1e3
-            if on_maps is not None:
-                on_maps(FrameResult(host["panoptic"], host["semantic"], host["depth"], K=K, upsampling=upsampling))
+    def _finish_on_host(self, net: NetworkMaps, input_hw: tuple[int, int], wanted: frozenset[str],
+                        K: np.ndarray | None, segments_cfg: SegmentsConfig,
+                        on_maps: Callable[[FrameResult], None] | None, clock: _StepClock) -> FrameResult:
+        """CPU: the maps are resized on the host (they go there anyway), handed to ``on_maps``, and
+        the statistics run after that, on the network's pixels or the input's (``cpu_resolution``)."""
+        small = {"panoptic": net.panoptic.to(torch.int32).numpy(), "semantic": net.semantic.to(torch.uint8).numpy(),
+                 "depth": net.depth.float().numpy()}  # fmt: skip
+        host, upsampling = small, None
+        by_network_pixels = self.cfg.segments.cpu_resolution == "network"
+        if net.size_hw != input_hw:
+            rows, cols = nearest_index(net.size_hw[0], input_hw[0]), nearest_index(net.size_hw[1], input_hw[1])
+            upsampling = NearestUpsampling(small["panoptic"], rows.numpy(), cols.numpy())
+            # statistics per input pixel need the full-resolution ids and depth whatever the caller reads
+            made = wanted if by_network_pixels else wanted | {"panoptic", "depth"}
+            host = upsample_maps_host(small, upsampling, made)
+        clock.lap("postprocess")
+        if on_maps is not None:
+            on_maps(FrameResult(host["panoptic"], host["semantic"], host["depth"], K=K, upsampling=upsampling))
+        clock.lap("to_host")
+        if upsampling is not None and by_network_pixels:  # network pixels weighted by their input pixels
+            segments = compute_segments_upsampled(
+                small["panoptic"], small["depth"], upsampling.rows, upsampling.cols,
+                K=K, scores=net.scores, cfg=segments_cfg,
+            )  # fmt: skip
         else:
-            if on_maps is not None:
-                on_maps(FrameResult(host["panoptic"], host["semantic"], host["depth"], K=K, upsampling=upsampling))
-            t4 = time.perf_counter()
-            timings["to_host"] = (t4 - t3) * 1e3
-            if resized and self.cfg.segments.cpu_resolution == "network":  # weighted network pixels
-                segments = compute_segments_upsampled(
-                    small["panoptic"], small["depth"], upsampling.rows, upsampling.cols,
-                    K=K, scores=scores, cfg=segments_cfg,
-                )  # fmt: skip
-            else:
-                segments = compute_segments(host["panoptic"], host["depth"], K=K, scores=scores, cfg=segments_cfg)
-            timings["segments"] = (time.perf_counter() - t4) * 1e3
-        panoptic_np, semantic_np, depth_np = host["panoptic"], host["semantic"], host["depth"]
-        timings["total"] = (time.perf_counter() - t0) * 1e3
-        return FrameResult(panoptic_ids=panoptic_np, semantic=semantic_np, depth_m=depth_np, segments=segments,
-                           K=K, timings_ms=timings, upsampling=upsampling)
+            segments = compute_segments(host["panoptic"], host["depth"], K=K, scores=net.scores, cfg=segments_cfg)
+        clock.lap("segments")
+        return FrameResult(panoptic_ids=host["panoptic"], semantic=host["semantic"], depth_m=host["depth"],
+                           segments=segments, K=K, timings_ms=clock.finish(), upsampling=upsampling)  # fmt: skip
+
+    def _finish_on_device(self, net: NetworkMaps, input_hw: tuple[int, int], wanted: frozenset[str],
+                          K: np.ndarray | None, segments_cfg: SegmentsConfig,
+                          on_maps: Callable[[FrameResult], None] | None, clock: _StepClock) -> FrameResult:
+        """GPU: the maps are resized and the statistics run where the maps are; then only the maps
+        the caller reads go to the host (one wait), and ``on_maps`` gets them."""
+        device_maps = {"panoptic": net.panoptic, "semantic": net.semantic, "depth": net.depth}
+        resized = net.size_hw != input_hw
+        if resized:
+            rows = nearest_index(net.size_hw[0], input_hw[0], self.device)
+            cols = nearest_index(net.size_hw[1], input_hw[1], self.device)
+            # the statistics need the full-resolution ids and depth; semantic only if the caller reads it
+            device_maps = upsample_maps_device(device_maps, rows, cols, wanted | {"panoptic", "depth"})
+        clock.lap("postprocess")
+        segments = compute_segments_torch(device_maps["panoptic"], device_maps["depth"], K=K, scores=net.scores,
+                                          cfg=segments_cfg)  # fmt: skip
+        clock.lap("segments")
+        dtypes = {"panoptic": torch.int32, "semantic": torch.uint8, "depth": torch.float32}
+        to_copy = {k: v.to(dtypes[k]) for k, v in device_maps.items() if v is not None and (k in wanted or not resized)}
+        # async copies into reused pinned buffers, one wait; copied out before the next frame reuses them
+        copied = {k: v.copy() for k, v in self._stager.to_host(to_copy).items()}
+        host = {k: copied.get(k) for k in DENSE_MAPS}
+        upsampling = None
+        if resized:  # the network's id map is small: the host-side overlay works on it
+            upsampling = NearestUpsampling(net.panoptic.to(torch.int32).cpu().numpy(), rows.cpu().numpy(),
+                                           cols.cpu().numpy())  # fmt: skip
+        clock.lap("to_host")
+        if on_maps is not None:
+            on_maps(FrameResult(host["panoptic"], host["semantic"], host["depth"], K=K, upsampling=upsampling))
+        return FrameResult(panoptic_ids=host["panoptic"], semantic=host["semantic"], depth_m=host["depth"],
+                           segments=segments, K=K, timings_ms=clock.finish(), upsampling=upsampling)  # fmt: skip
 
     def _segments_config(self, stuff_segments: str) -> SegmentsConfig:
         """The statistics' settings for one ``predict`` call (the model's, with stuff narrowed)."""
@@ -280,26 +320,3 @@ class Predictor:
     def _sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-
-
-def upsample_maps_host(maps: dict[str, np.ndarray], upsampling: NearestUpsampling,
-                       names: Collection[str] = DENSE_MAPS) -> dict[str, np.ndarray | None]:
-    """Network-resolution maps (panoptic int32, semantic uint8, depth float32) -> the maps named in
-    ``names`` at the input resolution (the others None): ids nearest by ``upsampling``'s index,
-    depth bilinear with half-pixel centres (as ``F.interpolate(..., align_corners=False)`` on the
-    GPU path). At 1920x1080 all three take ~2 ms here instead of ~10 ms by torch."""
-    size_wh = (int(upsampling.cols.size), int(upsampling.rows.size))
-    return {
-        "panoptic": upsampling.upsample(maps["panoptic"]) if "panoptic" in names else None,
-        "semantic": upsampling.upsample(maps["semantic"]) if "semantic" in names else None,
-        "depth": cv2.resize(np.ascontiguousarray(maps["depth"]), size_wh, interpolation=cv2.INTER_LINEAR)
-        if "depth" in names
-        else None,
-    }
-
-
-def _nearest_index(src: int, dst: int, device: torch.device) -> torch.Tensor:
-    """Nearest-neighbour resize index (pixel centres): the source position of each of ``dst``
-    output positions. Integer maps are resized as ``ids[rows[:, None], cols[None, :]]`` (exact ids,
-    no interpolation between labels); the segment statistics use the same index."""
-    return ((torch.arange(dst, device=device) + 0.5) * (src / dst)).long().clamp_(max=src - 1)

@@ -236,22 +236,21 @@ def test_statistics_at_network_resolution_describe_the_returned_maps(predictor: 
 def test_host_upsampling_equals_the_torch_path(src_hw, dst_hw) -> None:
     """The CPU path resizes the maps with numpy/OpenCV; the GPU path with torch: same maps (ids
     exactly, depth to float rounding), for up- and downscales and odd sizes."""
-    import torch.nn.functional as F
-
-    from panoptic_depthlab_core.predictor import _nearest_index, upsample_maps_host
+    from panoptic_depthlab_core.maps import nearest_index, upsample_maps_device, upsample_maps_host
     from panoptic_depthlab_core.results import NearestUpsampling
 
     rng = np.random.default_rng(1)
     panoptic = torch.from_numpy(rng.integers(-1, 19000, src_hw)).to(torch.int64)
     semantic = torch.from_numpy(rng.integers(0, 19, src_hw)).to(torch.int64)
     depth = torch.from_numpy(rng.uniform(1, 80, src_hw).astype(np.float32))
-    rows, cols = _nearest_index(src_hw[0], dst_hw[0], "cpu"), _nearest_index(src_hw[1], dst_hw[1], "cpu")
+    rows, cols = nearest_index(src_hw[0], dst_hw[0]), nearest_index(src_hw[1], dst_hw[1])
     small = {"panoptic": panoptic.to(torch.int32).numpy(), "semantic": semantic.to(torch.uint8).numpy(),
              "depth": depth.numpy()}  # fmt: skip
     host = upsample_maps_host(small, NearestUpsampling(small["panoptic"], rows.numpy(), cols.numpy()))
-    np.testing.assert_array_equal(host["panoptic"], panoptic[rows[:, None], cols[None, :]].to(torch.int32).numpy())
-    np.testing.assert_array_equal(host["semantic"], semantic[rows[:, None], cols[None, :]].to(torch.uint8).numpy())
-    want = F.interpolate(depth[None, None], size=dst_hw, mode="bilinear", align_corners=False)[0, 0].numpy()
+    device = upsample_maps_device({"panoptic": panoptic, "semantic": semantic, "depth": depth}, rows, cols)
+    np.testing.assert_array_equal(host["panoptic"], device["panoptic"].to(torch.int32).numpy())
+    np.testing.assert_array_equal(host["semantic"], device["semantic"].to(torch.uint8).numpy())
+    want = device["depth"].numpy()
     assert host["depth"].dtype == np.float32 and host["depth"].shape == dst_hw
     # the bilinear weights differ in their last float32 bits: ~1e-5 of the jump between neighbours
     # (here random 1-80 m), i.e. below 2 mm; smooth real depth differs far less
@@ -294,3 +293,34 @@ def test_nothing_detected_gives_empty_segments() -> None:
     result = p.predict(np.zeros((50, 70, 3), np.uint8))
     assert result.segments == []
     assert (result.panoptic_ids == -1).all()
+
+
+@pytest.mark.parametrize("shape, maps", [((300, 500, 3), None), ((300, 500, 3), ("depth",)), ((128, 256, 3), ())])
+def test_device_path_run_on_the_cpu_matches_the_host_path(predictor: Predictor, shape, maps) -> None:
+    """The all-GPU steps (resize, statistics, copy of the wanted maps) are device-agnostic torch:
+    run here on the CPU they give the host path's ids and segments (no GPU needed to test them)."""
+    from panoptic_depthlab_core.predictor import _StepClock, check_maps
+    from panoptic_depthlab_core.segments import compute_segments_torch
+
+    image = np.random.default_rng(6).integers(0, 256, shape, dtype=np.uint8)
+    K = np.array([[300.0, 0, shape[1] / 2], [0, 300.0, shape[0] / 2], [0, 0, 1]])
+    host = predictor.predict(image, K, maps=maps)
+    with torch.inference_mode():
+        batch, valid_hw = predictor._preprocess(image)
+        net = predictor._postprocess(predictor.backend(batch), valid_hw)
+        handed = []
+        got = predictor._finish_on_device(net, shape[:2], check_maps(maps), K, predictor.cfg.segments,
+                                          handed.append, _StepClock(lambda: None))  # fmt: skip
+    assert handed[0].segments == [] and list(got.timings_ms) == ["postprocess", "segments", "to_host", "total"]
+    for name in ("panoptic_ids", "semantic", "depth_m"):
+        assert (getattr(got, name) is None) == (getattr(host, name) is None), name
+    if host.panoptic_ids is not None:
+        np.testing.assert_array_equal(got.panoptic_ids, host.panoptic_ids)
+    if host.upsampling is not None:
+        np.testing.assert_array_equal(got.upsampling.panoptic_ids, host.upsampling.panoptic_ids)
+        np.testing.assert_array_equal(got.upsampling.rows, host.upsampling.rows)
+    full_ids = host.upsampling.upsample(host.upsampling.panoptic_ids) if host.upsampling else host.panoptic_ids
+    depth = torch.nn.functional.interpolate(net.depth[None, None], size=shape[:2], mode="bilinear")[0, 0]
+    want = compute_segments_torch(torch.from_numpy(full_ids), depth, K=K, scores=net.scores, cfg=predictor.cfg.segments)
+    assert got.segments == want
+    assert [s.id for s in got.segments] == [s.id for s in host.segments]

@@ -228,13 +228,13 @@ def test_viz_overlay_same_for_any_integer_id_dtype_and_ignores_unknown_huge_ids(
 def test_viz_overlay_from_the_network_map_is_the_same_figure(count, out_hw):
     """``upsampling`` looks each segment up on the small map: exactly the full-resolution figure,
     also with void, ids without a segment and segments absent from the map."""
-    from panoptic_depthlab_core.predictor import _nearest_index
+    from panoptic_depthlab_core.maps import nearest_index
     from panoptic_depthlab_core.results import NearestUpsampling
 
     rng = np.random.default_rng(count)
     small = rng.choice(np.r_[-1, 0, 10000, 13001 + np.arange(count)], size=(60, 97)).astype(np.int32)
-    rows = _nearest_index(60, out_hw[0], "cpu").numpy()
-    cols = _nearest_index(97, out_hw[1], "cpu").numpy()
+    rows = nearest_index(60, out_hw[0], "cpu").numpy()
+    cols = nearest_index(97, out_hw[1], "cpu").numpy()
     upsampling = NearestUpsampling(small, rows, cols)
     ids = upsampling.upsample(small)
     image = rng.integers(0, 256, (*out_hw, 3), dtype=np.uint8)

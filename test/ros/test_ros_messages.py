@@ -193,11 +193,11 @@ def test_upsampled_result_gives_the_same_images_from_the_network_map() -> None:
     byte for byte the messages of the same result without it."""
     from dataclasses import replace
 
-    from panoptic_depthlab_core.predictor import _nearest_index
+    from panoptic_depthlab_core.maps import nearest_index
     from panoptic_depthlab_core.results import NearestUpsampling
 
     small = _result()
-    rows, cols = _nearest_index(24, 50, "cpu").numpy(), _nearest_index(32, 77, "cpu").numpy()
+    rows, cols = nearest_index(24, 50, "cpu").numpy(), nearest_index(32, 77, "cpu").numpy()
     upsampling = NearestUpsampling(small.panoptic_ids, rows, cols)
     big = replace(
         small,
@@ -232,14 +232,14 @@ def test_only_the_maps_the_outputs_read_are_made(outputs, sky_inf, needed) -> No
     for byte the messages of a full result."""
     from dataclasses import replace
 
-    from panoptic_depthlab_core.predictor import _nearest_index
+    from panoptic_depthlab_core.maps import nearest_index
     from panoptic_depthlab_core.results import NearestUpsampling
 
     options = MessageOptions(outputs=outputs, depth_sky_inf=sky_inf)
     assert maps_needed(options) == needed
     small = _result()
-    upsampling = NearestUpsampling(small.panoptic_ids, _nearest_index(24, 50, "cpu").numpy(),
-                                   _nearest_index(32, 77, "cpu").numpy())  # fmt: skip
+    upsampling = NearestUpsampling(small.panoptic_ids, nearest_index(24, 50, "cpu").numpy(),
+                                   nearest_index(32, 77, "cpu").numpy())  # fmt: skip
     full = replace(small, panoptic_ids=upsampling.upsample(small.panoptic_ids), semantic=upsampling.upsample(
         small.semantic), depth_m=upsampling.upsample(small.depth_m), upsampling=upsampling)  # fmt: skip
     part = replace(
