@@ -26,8 +26,10 @@ class TrackerConfig:
     reset_gap_s: float = 2.0
     # --- association: overlap of the predicted box (or last mask) and 3D position
     min_overlap: float = 0.1  # a pair is possible when box/mask IoU >= this ...
-    gate_3d_m: float = 2.5  # ... or the 3D positions are this close (grows with range, below)
-    gate_3d_relative: float = 0.12  # the 3D gate is max(gate_3d_m, gate_3d_relative * range)
+    # ... or the measured 3D position lies within this many standard deviations of the track's
+    # prediction (Mahalanobis distance with the filter's predicted covariance plus the measurement
+    # noise: the gate widens while a track coasts and while its velocity is still unknown)
+    gate_3d_sigmas: float = 3.5
     reject_3d_factor: float = 3.0  # pairs farther apart than this many gates never match, overlap or not
     overlap_weight: float = 1.0  # cost = overlap_weight * (1 - IoU) + distance_weight * min(d / gate, 1)
     distance_weight: float = 0.5
@@ -58,10 +60,10 @@ class TrackerConfig:
         for name in ("max_misses", "tentative_max_misses"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"tracker.{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("max_coast_s", "reset_gap_s", "gate_3d_m", "reject_3d_factor", "accel_noise_mps2",
+        for name in ("max_coast_s", "reset_gap_s", "gate_3d_sigmas", "reject_3d_factor", "accel_noise_mps2",
                      "position_noise_m", "corridor_half_width_m", "label_divisor"):
             positive(name)
-        for name in ("gate_3d_relative", "overlap_weight", "distance_weight", "position_noise_relative",
+        for name in ("overlap_weight", "distance_weight", "position_noise_relative",
                      "range_noise_relative", "min_velocity_span_s", "min_closing_speed_mps"):
             positive(name, allow_zero=True)
         if not 0.0 <= self.min_overlap <= 1.0:

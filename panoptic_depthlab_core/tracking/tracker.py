@@ -409,34 +409,42 @@ class Tracker:
         if mask_iou is not None:
             overlap = np.maximum(overlap, mask_iou)
         pred_pos = np.full((n_tr, 3), np.nan)
+        pred_var = np.ones((n_tr, 3))
         for r, t in enumerate(self._tracks):
-            if t.kf is not None:
-                pred_pos[r] = t.kf.predicted(t_s)
-        dist = np.linalg.norm(pred_pos[:, None, :] - det_pos[None, :, :], axis=2)  # NaN where unknown
-        det_range = np.linalg.norm(det_pos, axis=1)
-        gate = np.maximum(cfg.gate_3d_m, cfg.gate_3d_relative * np.nan_to_num(det_range, nan=0.0))[None, :]
+            if t.kf is not None:  # already predicted to this stamp
+                pred_pos[r] = t.kf.p
+                pred_var[r] = t.kf.pp
+        innovation_var = pred_var[:, None, :] + self._measurement_std(det_pos)[None, :, :] ** 2
+        d2 = np.sum((pred_pos[:, None, :] - det_pos[None, :, :]) ** 2 / innovation_var, axis=2)
+        dist = np.sqrt(d2) / cfg.gate_3d_sigmas  # in gates; NaN where either side has no 3D
         known = np.isfinite(dist)
-        near = known & (dist <= gate)
-        far = known & (dist > cfg.reject_3d_factor * gate)
+        near = known & (dist <= 1.0)
+        far = known & (dist > cfg.reject_3d_factor)
         possible = ((overlap >= cfg.min_overlap) | near) & ~far
         if not cfg.match_across_classes:
             track_class = np.array([t.class_id for t in self._tracks])
             possible &= track_class[:, None] == det_class[None, :]
         if not possible.any():
             return []
-        dist_term = np.where(known, np.minimum(np.nan_to_num(dist, nan=0.0) / gate, 1.0), 0.5)
+        dist_term = np.where(known, np.minimum(np.nan_to_num(dist, nan=0.0), 1.0), 0.5)
         cost = cfg.overlap_weight * (1.0 - overlap) + cfg.distance_weight * dist_term
         cost = np.where(possible, cost, _INVALID)
         rows, cols = linear_sum_assignment(cost)
         return [(int(r), int(c)) for r, c in zip(rows, cols, strict=True) if possible[r, c]]
 
+    def _measurement_std(self, positions: np.ndarray) -> np.ndarray:
+        """Per-axis 1-sigma of measured positions [n, 3] (grows with range; depth along z most)."""
+        cfg = self.cfg
+        rng = np.linalg.norm(positions, axis=1, keepdims=True)
+        std = cfg.position_noise_m + rng * np.array([cfg.position_noise_relative, cfg.position_noise_relative,
+                                                     cfg.range_noise_relative])
+        return np.where(np.isfinite(std), std, 1.0)
+
     def _measure(self, track: _Track, position: np.ndarray, t_s: float) -> None:
         if not np.all(np.isfinite(position)):
             return
         cfg = self.cfg
-        rng = float(np.linalg.norm(position))
-        lateral = cfg.position_noise_m + cfg.position_noise_relative * rng
-        std = np.array([lateral, lateral, cfg.position_noise_m + cfg.range_noise_relative * rng])
+        std = self._measurement_std(position[None, :])[0]
         if track.kf is None:
             track.kf = ConstantVelocityKalman3D(position, std, t_s, cfg.accel_noise_mps2)
         else:
