@@ -1,14 +1,55 @@
 """One ament_python ROS 2 package and one pip-installable package.
 
-``pip install .`` installs the two Python packages (``panoptic_depthlab_core`` needs no ROS);
-``colcon build`` additionally installs launch/config files and the ament index marker.
+``pip install .`` installs the two Python packages (``panoptic_depthlab_core`` needs no ROS) and the
+``panoptic-depthlab`` command; ``colcon build`` additionally installs launch/config files and the ament
+index marker. Run dependencies: package.xml (rosdep keys) and docs/install.md (pip-only ones).
 """
 
 from glob import glob
+from pathlib import Path
 
 from setuptools import find_packages, setup
+from setuptools.command.develop import develop
+from setuptools.command.install_scripts import install_scripts
 
 PACKAGE = "panoptic_depthlab"
+# Commands for people (on PATH), as opposed to the node executable that `ros2 run` and launch files find
+# in lib/<package>/ (setup.cfg puts every script there, as ament_python requires).
+USER_COMMANDS = ("panoptic-depthlab",)
+
+
+def _copy_user_commands(command, script_dir: str) -> list[str]:
+    """With the ROS layout (scripts in <prefix>/lib/<package>), also put USER_COMMANDS in <prefix>/bin."""
+    scripts = Path(script_dir)
+    if scripts.name != PACKAGE or scripts.parent.name != "lib":
+        return []  # pip/wheel layout: the scripts are in bin already
+    bin_dir = scripts.parent.parent / "bin"
+    command.mkpath(str(bin_dir))
+    copied = []
+    for name in USER_COMMANDS:
+        if (scripts / name).exists():
+            command.copy_file(str(scripts / name), str(bin_dir / name))
+            copied.append(str(bin_dir / name))
+    return copied
+
+
+class InstallScripts(install_scripts):
+    """``colcon build`` (setup.py install): the node stays in lib/<package>, the CLI also goes to bin."""
+
+    def run(self) -> None:
+        super().run()
+        self.outfiles += _copy_user_commands(self, self.install_dir)
+
+
+class Develop(develop):
+    """``colcon build --symlink-install`` (setup.py develop): the same for the develop layout."""
+
+    def install_wrapper_scripts(self, dist):
+        result = super().install_wrapper_scripts(dist)
+        if not self.exclude_scripts:
+            _copy_user_commands(self, self.script_dir)
+        return result
+
 
 setup(
     name=PACKAGE,
@@ -42,16 +83,17 @@ setup(
         "opencv-python-headless>=4.9",
         "pillow>=10.0",
         "tqdm>=4.66",
+        "cityscapesscripts>=2.2.4",  # synth writes its panoptic GT with cityscapesscripts' createPanopticImgs
         "scipy>=1.11",  # tracking: Hungarian assignment
     ],
     extras_require={
         "onnx": ["onnx>=1.16", "onnxruntime>=1.18", "onnxconverter-common>=1.14"],
         "bags": ["rosbags>=0.10", "mcap-ros2-support>=0.5"],
-        "train": ["tensorboard>=2.16", "cityscapesscripts>=2.2.4"],
+        "train": ["tensorboard>=2.16"],
         "test": ["pytest>=8.0", "pytest-timeout>=2.3"],
     },
-    tests_require=["pytest"],
     zip_safe=False,
+    cmdclass={"install_scripts": InstallScripts, "develop": Develop},
     entry_points={
         "console_scripts": [
             "panoptic-depthlab = panoptic_depthlab_ros.cli:main",
