@@ -123,12 +123,12 @@ def build_engine(
     profile = None
     for i in range(network.num_inputs):
         tensor = network.get_input(i)
-        shape = tuple(tensor.shape)
+        shape = [tensor.shape[j] for j in range(len(tensor.shape))]
         if any(d < 0 for d in shape):
             if options.input_shape is None:
                 raise ValueError(f"ONNX input {tensor.name} has dynamic shape {shape}; pass input_shape")
             profile = profile or builder.create_optimization_profile()
-            fixed = tuple(options.input_shape)
+            fixed = trt.Dims(list(options.input_shape))
             profile.set_shape(tensor.name, fixed, fixed, fixed)
     if profile is not None:
         config.add_optimization_profile(profile)

@@ -78,7 +78,7 @@ def import_tensorrt() -> Any:
     version = getattr(trt, "__version__", None)
     if not isinstance(version, str) or not hasattr(trt, "Builder"):
         # e.g. only tensorrt-stubs installed: a bare namespace package of .pyi files imports fine
-        where = list(getattr(trt, "__path__", [])) or getattr(trt, "__file__", "?")
+        where = getattr(trt, "__file__", None) or list(getattr(trt, "__path__", []))
         raise TensorRTNotAvailable(
             f"TensorRT not importable: 'tensorrt' at {where} is not the TensorRT library (type stubs only?); "
             f"install it: {INSTALL_COMMAND}, or use backend torch/onnxruntime"
@@ -320,7 +320,8 @@ class TensorRTBackend:
         ctx.set_tensor_address("images", images.data_ptr())
         outputs = {}
         for name in self.output_names:
-            shape = tuple(ctx.get_tensor_shape(name))
+            dims = ctx.get_tensor_shape(name)
+            shape = [dims[j] for j in range(len(dims))]
             dtype = _torch_dtype(self.engine.get_tensor_dtype(name))
             out = torch.empty(shape, dtype=dtype, device=self.device)
             ctx.set_tensor_address(name, out.data_ptr())

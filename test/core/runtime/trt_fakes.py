@@ -198,6 +198,7 @@ def make_fake_tensorrt(version: str) -> tuple[types.ModuleType, Calls]:
         Builder=Builder,
         IBuilderConfig=BuilderConfig,
         ITimingCache=TimingCache,
+        Dims=tuple,
     ).items():
         setattr(trt, name, value)
     if major < 11:
