@@ -14,8 +14,11 @@ ROS_ENV := ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST ROS_DOMAIN_ID=$$(( ($$$$ % 90
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMPS)/requirements: requirements/base.txt requirements/ros.txt requirements/dev.txt | $(PY)
-	$(PY) -m pip install -q -r requirements/base.txt -r requirements/ros.txt -r requirements/dev.txt
+$(STAMPS)/requirements: requirements/base.txt requirements/ros.txt requirements/dev.txt requirements/colcon.txt \
+		requirements/dev-nodeps.txt | $(PY)
+	$(PY) -m pip install -q -r requirements/base.txt -r requirements/ros.txt -r requirements/dev.txt \
+		-r requirements/colcon.txt
+	$(PY) -m pip install -q --no-deps -r requirements/dev-nodeps.txt
 	mkdir -p $(STAMPS) && touch $@
 
 $(STAMPS)/vision_msgs: $(STAMPS)/requirements scripts/build_vision_msgs.sh requirements/ros-build.txt \
