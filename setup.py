@@ -90,6 +90,10 @@ setup(
         "onnx": ["onnx>=1.16", "onnxruntime>=1.18", "onnxconverter-common>=1.14"],
         "bags": ["rosbags>=0.10", "mcap-ros2-support>=0.5"],
         "train": ["tensorboard>=2.16"],
+        # The supported TensorRT range (panoptic_depthlab_core/runtime/tensorrt_backend.py): strongly typed
+        # networks from explicit-precision ONNX; JetPack 6 ships 10.3 (use its TensorRT, not this wheel),
+        # x86 gets 11.x. Needs an NVIDIA GPU and driver.
+        "tensorrt": ["tensorrt>=10.3,<12", "onnx>=1.16"],
         "test": ["pytest>=8.0", "pytest-timeout>=2.3"],
     },
     zip_safe=False,
