@@ -246,6 +246,10 @@ class PredictionExporter:
             folder.mkdir(parents=True, exist_ok=True)
         if depth_format != "none":
             self.depth_dir.mkdir(parents=True, exist_ok=True)
+        self.info: dict[str, Any] = {
+            "description": "Panoptic-DepthLab predictions (Cityscapes panoptic format, label ids)",
+            "depth_format": depth_format,
+        }
         self.images: list[dict[str, Any]] = []
         self.annotations: list[dict[str, Any]] = []
         self._seen: set[str] = set()
@@ -265,11 +269,13 @@ class PredictionExporter:
         fx: float | None = None,
         file_name: str | None = None,
         extra: Mapping[str, Any] | None = None,
+        skip_depth: bool = False,
     ) -> ExportedFrame:
         """Write one frame. ``prediction``: a FrameResult or anything with ``panoptic_ids`` and
         optionally ``semantic`` (train ids; derived from the ids when absent) and ``depth_m``.
         ``file_name``: the input image's name for the JSON's ``images`` entry; ``extra``: more
-        fields for its annotation (a bag's header stamp, say; the Cityscapes tools ignore them)."""
+        fields for its annotation (a bag's header stamp, say; the Cityscapes tools ignore them).
+        ``skip_depth``: no depth file for this frame (its calibration is unknown, say)."""
         if self._closed:
             raise RuntimeError("PredictionExporter.add after close()")
         if not _IMAGE_ID.match(image_id or ""):
@@ -291,7 +297,7 @@ class PredictionExporter:
 
         depth_file = None
         depth_image = None
-        if self.depth_format != "none":
+        if self.depth_format != "none" and not skip_depth:
             depth = _get(prediction, "depth_m")
             if depth is None:
                 raise ValueError(f"{image_id}: the prediction has no depth_m (or export with depth format 'none')")
@@ -334,7 +340,7 @@ class PredictionExporter:
             "file_name": panoptic_file,
             "segments_info": segments_info,
         }
-        if depth_file is not None:
+        if self.depth_format != "none":
             annotation["depth_file"] = depth_file
         if extra:
             annotation.update({k: v for k, v in extra.items() if k not in annotation})
@@ -346,10 +352,7 @@ class PredictionExporter:
     def write_json(self) -> Path:
         """(Re)write the JSON with every frame added so far; returns its path."""
         doc = {
-            "info": {
-                "description": "Panoptic-DepthLab predictions (Cityscapes panoptic format, label ids)",
-                "depth_format": self.depth_format,
-            },
+            "info": self.info,
             "images": self.images,
             "annotations": self.annotations,
             "categories": cityscapes_categories(),

@@ -49,6 +49,7 @@ from typing import Any
 
 import numpy as np
 
+from . import prediction_export
 from .common import STORAGES, BagReadError, base_image_topic, camera_info_topic_beside
 from .drive_bag import GT_DEPTH_TOPIC, GT_PANOPTIC_TOPIC, IMAGE_TOPIC, panoptic_from_16u
 
@@ -138,6 +139,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input-size", default=None, help="network input HxW, e.g. 512x1024")
     parser.add_argument("--max-frames", type=int, default=None, help="stop after this many frames per camera")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    prediction_export.add_arguments(parser)  # --export-predictions DIR (Cityscapes panoptic format)
 
 
 # ------------------------------------------------------------------------------------------ parameters
@@ -998,7 +1000,13 @@ def run(args: argparse.Namespace) -> int:
 
     with sigterm_as_interrupt():
         evaluator = BagEvaluator(args)
-        report = evaluator.run()
+        export_settings = prediction_export.settings_from_args(args)
+        export = prediction_export.BagPredictionExport(export_settings) if export_settings else None
+        try:
+            report = evaluator.run(on_frame=export.on_frame if export else None)
+        finally:
+            if export is not None:
+                print(f"bag-eval: predictions of {export.frames} frame(s) in {export.close()}")
     print_report(report)
     if report.interrupted:
         print(f"bag-eval: interrupted; output bag {report.output_bag} closed and readable", file=sys.stderr)
