@@ -95,6 +95,8 @@ setup(
         # x86 gets 11.x. Needs an NVIDIA GPU and driver.
         "tensorrt": ["tensorrt>=10.3,<12", "onnx>=1.16"],
         "test": ["pytest>=8.0", "pytest-timeout>=2.3"],
+        # bag-eval-fleet --ray (panoptic_depthlab_ros/bags/fleet.py); local worker processes need nothing
+        "fleet": ["ray>=2.50"],
     },
     zip_safe=False,
     cmdclass={"install_scripts": InstallScripts, "develop": Develop},

@@ -25,6 +25,10 @@ ROS_SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "panoptic_depthlab_ros.bags.bag_eval",
         "run the node's processing over a bag; output bag + metrics",
     ),
+    "bag-eval-fleet": (
+        "panoptic_depthlab_ros.bags.fleet",
+        "bag-eval over many bags: local worker processes or a Ray cluster; resumable; one report",
+    ),
     "play": (
         "panoptic_depthlab_ros.bags.play",
         "publish a bag over rclpy at its recorded rate (like ros2 bag play)",
