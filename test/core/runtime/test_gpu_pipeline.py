@@ -51,3 +51,39 @@ def test_cuda_decode_and_pinned_round_trip() -> None:
     back = stager.to_host({"img": up, "depth": up.float().mean(-1)})
     np.testing.assert_array_equal(back["img"], rgb)
     assert back["depth"].shape == (48, 80)
+
+
+def test_jpeg_decoder_is_named_and_falls_back_when_the_probe_fails(monkeypatch) -> None:
+    from panoptic_depthlab_core.runtime import gpu_pipeline
+
+    assert gpu_pipeline.jpeg_decoder("cpu") == "cpu (opencv)"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(gpu_pipeline, "_probe_nvjpeg", lambda key: (False, f"RuntimeError: no nvJPEG for {key}"))
+    assert gpu_pipeline.jpeg_decoder("cuda") == (
+        "cpu (opencv): nvJPEG probe failed on cuda:0: RuntimeError: no nvJPEG for cuda:0"
+    )
+    assert not gpu_pipeline.gpu_jpeg_available("cuda:0")
+    monkeypatch.setattr(gpu_pipeline, "_probe_nvjpeg", lambda key: (True, ""))
+    assert gpu_pipeline.jpeg_decoder("cuda:1") == "nvjpeg (cuda:1)" and gpu_pipeline.gpu_jpeg_available("cuda:1")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available")
+def test_cuda_nvjpeg_probe_runs_once_and_names_the_decoder() -> None:
+    from panoptic_depthlab_core.runtime import gpu_pipeline
+
+    name = gpu_pipeline.jpeg_decoder("cuda")
+    assert name.startswith(("nvjpeg (cuda:", "cpu (opencv): nvJPEG probe failed")), name
+    assert gpu_pipeline._probe_nvjpeg.cache_info().currsize >= 1
+    _, data = _encoded(".jpg")
+    out = decode_image(data, "cuda")  # nvJPEG or the CPU fallback: either way RGB on the device
+    assert out.is_cuda and out.shape == (48, 80, 3)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_cuda_stager_waits_for_the_tensors_device_not_the_current_one() -> None:
+    with torch.cuda.device(0):
+        big = torch.ones(4096, 4096, device="cuda:1")
+        out = big @ big  # queued on cuda:1's stream while cuda:0 is current
+        host = PinnedStager().to_host({"out": out[:2, :2]})
+    np.testing.assert_array_equal(host["out"], np.full((2, 2), 4096.0, np.float32))
