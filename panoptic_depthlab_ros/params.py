@@ -30,7 +30,7 @@ _SPECS: dict[str, tuple[Any, str, Any]] = {
     ),
     "backend": (
         "auto",
-        "Inference backend; auto = onnxruntime for fp32 on a CPU (network ~2x faster than torch here), else torch.",
+        "Inference backend; auto = onnxruntime for fp32 on a CPU (faster than torch there), else torch.",
         ("auto", "torch", "onnxruntime", "tensorrt"),
     ),
     "device": ("cpu", "Device: cpu, cuda or cuda:N.", None),
@@ -41,7 +41,7 @@ _SPECS: dict[str, tuple[Any, str, Any]] = {
     "retain_freed_memory": (
         True,
         "Keep freed heap memory in the process (glibc mallopt; lasts for the process): a 1080p frame "
-        "on CPU otherwise page-faults its big arrays in again (~9 ms a frame here); the process keeps "
+        "on CPU otherwise page-faults its big arrays in again; the process keeps "
         "its peak memory.",
         None,
     ),
@@ -136,7 +136,7 @@ _SPECS: dict[str, tuple[Any, str, Any]] = {
     "serialized_image_publishing": (
         True,
         "Publish the output images as CDR bytes through rcl with Python's GIL released, so the "
-        "statistics keep running meanwhile (1080p, all outputs, 2 cores: 149 -> 139 ms); false = "
+        "statistics keep running meanwhile; false = "
         "rclpy's publish. Falls back to it by itself (with a warning) where rcl's function cannot be "
         "found or the rmw serializes an Image differently.",
         None,
