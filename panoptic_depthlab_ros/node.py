@@ -110,9 +110,9 @@ class PanopticDepthLabNode(LifecycleNode):
         self._pending: tuple[Any, float] | None = None
         self._camera_info: CameraInfoInput | None = None  # a frame keeps the entry it used
         self.middleware_gaps = MiddlewareGaps()
-        # Every torch call (load, warm-up, inference) runs on this one thread: measured here, a
-        # second thread running torch ops leaves two OpenMP thread teams competing for the cores
-        # and the network took 104 ms instead of 61 ms (1080p input, 2 cores).
+        # Every torch call (load, warm-up, inference) runs on this one thread: a second thread
+        # running torch ops leaves two OpenMP thread teams competing for the cores (the network
+        # took almost twice as long; docs/performance.md).
         self._inference_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="panoptic_depthlab_inference")
         self._worker: Future | None = None  # the frame loop, on the inference thread while active
         self._running = False
