@@ -31,38 +31,50 @@ def default_num_threads() -> int:
 
 
 def select_providers(
-    device: torch.device, precision: str, available: list[str], engine_cache_dir: str = ""
+    device: torch.device,
+    precision: str,
+    available: list[str],
+    engine_cache_dir: str = "",
+    tensorrt: bool = False,
 ) -> list:
-    """Provider list for ``device``/``precision`` out of the ``available`` ones; ValueError if impossible."""
+    """Provider list for ``device``/``precision`` out of the ``available`` ones; ValueError if impossible.
+
+    The precision is the ONNX file's (fp32, fp16 or Q/DQ int8); every provider runs the graph as it
+    is. ONNX Runtime's TensorRT execution provider is used only when asked for (``tensorrt``): it
+    builds a TensorRT engine when a session starts, minutes for a large model, so it must not happen
+    behind the user's back; its engines and timing caches go to ``<engine_cache_dir>/ort_trt`` (the
+    default cache folder when empty), so the second start reuses them."""
+    if precision not in ("fp32", "fp16", "int8"):
+        raise ValueError(f"onnxruntime runs fp32, fp16 or int8 ONNX files, got precision {precision!r}")
     if device.type == "cpu":
-        if precision != "fp32":
-            raise ValueError(f"onnxruntime on the CPU runs fp32 only, got precision {precision!r}")
+        if tensorrt:
+            raise ValueError("the TensorRT execution provider needs a CUDA device, not cpu")
         return ["CPUExecutionProvider"]
     if device.type != "cuda":
         raise ValueError(f"onnxruntime backend supports devices cpu and cuda, got {device}")
-    if precision not in ("fp32", "fp16"):
-        raise ValueError(
-            f"onnxruntime backend supports fp32 and fp16 (TensorRT EP), not {precision!r}; "
-            "use backend tensorrt for int8/bf16"
-        )
     device_id = device.index or 0
     providers: list = []
-    if "TensorrtExecutionProvider" in available:
-        trt_opts = {"device_id": device_id, "trt_fp16_enable": precision == "fp16"}
-        if engine_cache_dir:
-            cache = str(Path(engine_cache_dir) / "ort_trt")
-            trt_opts.update(
-                trt_engine_cache_enable=True,
-                trt_engine_cache_path=cache,
-                trt_timing_cache_enable=True,
-                trt_timing_cache_path=cache,
+    if tensorrt:
+        if "TensorrtExecutionProvider" not in available:
+            raise ValueError(
+                f"onnxruntime_tensorrt requested but onnxruntime has no TensorRT execution provider "
+                f"(available: {available}); install onnxruntime-gpu with TensorRT, or use backend tensorrt"
             )
+        from ..export.onnx_export import default_cache_dir
+
+        cache = str(Path(engine_cache_dir or default_cache_dir() / "engines") / "ort_trt")
+        trt_opts = {
+            "device_id": device_id,
+            "trt_engine_cache_enable": True,
+            "trt_engine_cache_path": cache,
+            "trt_timing_cache_enable": True,
+            "trt_timing_cache_path": cache,
+            # the EP's own switches that let it keep the file's fp16/int8 (Q/DQ scales, no calibration
+            # table) on TensorRT 10; ONNX Runtime >= 1.27 handles TensorRT 11, where typing is always strong
+            "trt_fp16_enable": precision == "fp16",
+            "trt_int8_enable": precision == "int8",
+        }
         providers.append(("TensorrtExecutionProvider", trt_opts))
-    elif precision != "fp32":
-        raise ValueError(
-            f"onnxruntime precision {precision!r} needs the TensorRT execution provider, which is "
-            f"not available (available: {available}); use fp32 or backend tensorrt"
-        )
     if "CUDAExecutionProvider" not in available and not providers:
         raise ValueError(
             f"device {device} requested but onnxruntime has no CUDA execution provider "
@@ -78,6 +90,7 @@ class OnnxRuntimeBackend:
     def __init__(self, model: torch.nn.Module | None, cfg: BackendConfig, input_hw: tuple[int, int]) -> None:
         import onnxruntime as ort
 
+        from ..export.artefacts import check_precision
         from ..export.onnx_export import cached_onnx_for_model, check_onnx_file, onnx_input_shape
 
         self.device = torch.device(cfg.device)
@@ -85,15 +98,21 @@ class OnnxRuntimeBackend:
             raise ValueError(f"device {cfg.device!r} requested but CUDA is not available")
         self.input_hw = (int(input_hw[0]), int(input_hw[1]))
         providers = select_providers(
-            self.device, cfg.precision, ort.get_available_providers(), cfg.engine_cache_dir
+            self.device, cfg.precision, ort.get_available_providers(), cfg.engine_cache_dir, cfg.onnxruntime_tensorrt
         )
         if cfg.onnx_path:
             onnx_path = Path(cfg.onnx_path)
         else:
             if model is None:
                 raise ValueError("backend onnxruntime needs onnx_path or a model to export")
+            if cfg.precision != "fp32":
+                raise ValueError(
+                    f"onnxruntime precision {cfg.precision} runs a {cfg.precision} ONNX file: make one with "
+                    f"`panoptic-depthlab export onnx --precision {cfg.precision}` and set onnx_path"
+                )
             onnx_path = cached_onnx_for_model(model, self.input_hw, cfg.engine_cache_dir or None)
         proto = check_onnx_file(onnx_path)
+        self.precision = check_precision(proto, onnx_path, cfg.precision).precision
         dims = onnx_input_shape(proto)
         static = all(isinstance(d, int) and d > 0 for d in dims)
         if static and tuple(dims[2:]) != self.input_hw:

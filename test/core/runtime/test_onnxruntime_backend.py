@@ -111,20 +111,27 @@ def test_ort_rejects_a_model_of_another_size(model, onnx_path: Path) -> None:
         backend(torch.zeros(1, 3, 64, 64))
 
 
-def test_provider_selection() -> None:
+def test_provider_selection(tmp_path: Path, monkeypatch) -> None:
     cpu, cuda = torch.device("cpu"), torch.device("cuda:1")
-    assert select_providers(cpu, "fp32", ["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
-    with pytest.raises(ValueError, match="fp32 only"):
-        select_providers(cpu, "fp16", ["CPUExecutionProvider"])
+    for precision in ("fp32", "fp16", "int8"):  # the file's precision; the CPU provider runs all three
+        assert select_providers(cpu, precision, ["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
+    with pytest.raises(ValueError, match="bf16"):
+        select_providers(cpu, "bf16", ["CPUExecutionProvider"])
     with pytest.raises(ValueError, match="no CUDA execution provider"):
         select_providers(cuda, "fp32", ["CPUExecutionProvider"])
-    providers = select_providers(cuda, "fp32", ["CUDAExecutionProvider", "CPUExecutionProvider"])
-    assert providers == [("CUDAExecutionProvider", {"device_id": 1}), "CPUExecutionProvider"]
-    with pytest.raises(ValueError, match="TensorRT execution provider"):
-        select_providers(cuda, "fp16", ["CUDAExecutionProvider", "CPUExecutionProvider"])
-    trt = select_providers(cuda, "fp16", ["TensorrtExecutionProvider", "CUDAExecutionProvider"], "/tmp/c")
-    assert trt[0][0] == "TensorrtExecutionProvider" and trt[0][1]["trt_fp16_enable"] is True
-    assert trt[0][1]["trt_engine_cache_path"] == "/tmp/c/ort_trt"
+    everything = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    # the TensorRT EP only when asked for: no TensorRT build at every start by default
+    for precision in ("fp32", "fp16", "int8"):
+        providers = select_providers(cuda, precision, everything)
+        assert providers == [("CUDAExecutionProvider", {"device_id": 1}), "CPUExecutionProvider"]
+    trt = select_providers(cuda, "int8", everything, str(tmp_path), tensorrt=True)
+    assert trt[0][0] == "TensorrtExecutionProvider" and trt[0][1]["device_id"] == 1
+    assert trt[0][1]["trt_engine_cache_path"] == str(tmp_path / "ort_trt") and trt[0][1]["trt_int8_enable"]
+    monkeypatch.setenv("PANOPTIC_DEPTHLAB_CACHE", str(tmp_path / "default"))
+    default = select_providers(cuda, "fp32", everything, tensorrt=True)  # cache in the default folder
+    assert default[0][1]["trt_engine_cache_path"] == str(tmp_path / "default" / "engines" / "ort_trt")
+    with pytest.raises(ValueError, match="no TensorRT execution provider"):
+        select_providers(cuda, "fp16", ["CUDAExecutionProvider", "CPUExecutionProvider"], tensorrt=True)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available")
