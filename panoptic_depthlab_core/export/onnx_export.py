@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -19,6 +20,10 @@ import torch
 
 from ..model import OUTPUT_NAMES
 from .locking import atomic_write_path, file_lock
+
+# onnx (and with it .precision) is imported where it is used: it is the optional ``onnx`` extra, and
+# the torch-only paths (bench, the tensorrt backend's cache directory) import this module.
+PRECISIONS = ("fp32", "fp16", "int8")
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +48,39 @@ def export_onnx(
     opset: int = MIN_OPSET,
     batch_size: int = 1,
     check: bool = True,
+    precision: str = "fp32",
+    calibration=None,
+    int8_options: dict | None = None,
 ) -> Path:
-    """Export ``model`` (fp32, eval) to ``out_path``; returns the path.
+    """Export ``model`` (eval) to ``out_path``; returns the path.
 
     ``dynamic`` makes batch, height and width symbolic. It traces at a size that is *not* a multiple
     of 32 so the in-graph padding is recorded with shape-dependent amounts (a trace at a divisible
     size would drop the pad and break other sizes).
+
+    ``precision``: fp32, fp16 (``precision.convert_to_fp16``) or int8 (``precision.quantize_int8``
+    with ``calibration``, a CalibrationDataReader, and ``int8_options`` passed on). The file's
+    metadata records it (``panoptic_depthlab.precision``); inputs and outputs stay float32.
     """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "int8" and calibration is None:
+        raise ValueError("precision int8 needs calibration data (a CalibrationDataReader)")
+    if precision != "fp32":
+        from .precision import convert_to_fp16, quantize_int8
+
+        out_path = Path(out_path)
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="pdl_export_", dir=out_path.parent) as tmp:
+            fp32_path = export_onnx(model, Path(tmp) / "fp32.onnx", height, width, dynamic, opset, batch_size, check)
+            if precision == "fp16":
+                convert_to_fp16(fp32_path, out_path)
+            else:
+                quantize_int8(fp32_path, out_path, calibration, **(int8_options or {}))
+        if check:
+            check_onnx_file(out_path)
+        log.info("exported %s ONNX %s (%dx%d)", precision, out_path, height, width)
+        return out_path
     if opset < MIN_OPSET:
         raise ValueError(f"opset must be >= {MIN_OPSET}, got {opset}")
     if height < 32 or width < 32:
@@ -88,6 +119,15 @@ def export_onnx(
                 do_constant_folding=True,
                 dynamo=False,
             )
+    import onnx
+
+    from .precision import set_onnx_metadata
+
+    proto = onnx.load(str(out_path))
+    set_onnx_metadata(proto, {"precision": "fp32", "input_hw": f"{height}x{width}", "dynamic": dynamic})
+    with atomic_write_path(out_path) as tmp:
+        onnx.save(proto, str(tmp))
+    del proto
     if check:
         check_onnx_file(out_path)
     log.info("exported ONNX %s (%dx%d, dynamic=%s, opset %d)", out_path, height, width, dynamic, opset)

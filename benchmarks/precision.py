@@ -1,0 +1,341 @@
+"""What precision costs: fp32 vs fp16 vs int8 ONNX files of the shipped default model in ONNX Runtime.
+
+For each precision: PQ, mIoU, depth AbsRel and per-segment distance error on synthetic val (the
+Predictor end to end, as ``panoptic-depthlab eval`` runs it, with the ONNX file as its backend) and
+the network time (ONNX Runtime session alone, precisions interleaved round by round so a busy
+machine slows them alike). Then ONNX Runtime's profiler per op type for fp32 and int8 (where the
+time goes, which ops stayed fp32), the CPU's int8 dot-product instructions, and with ``--levers``
+the int8 levers (per-channel, calibration method and size, excluded nodes, pre-processing,
+activation type, graph optimisation level, QOperator vs QDQ). Writes
+benchmarks/results/precision_<machine>.json.
+
+    .venv/bin/python benchmarks/precision.py --data data/synth256 [--levers]
+
+``--data`` is a Cityscapes-layout set with a ``val`` split; when it does not exist it is rendered
+with the default model's documented val command (``synth --num 100 --size 256x512 --seed 7``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from panoptic_depthlab_core.bench import machine_info, machine_slug  # noqa: E402
+from panoptic_depthlab_core.data.cityscapes import find_records, load_gt, read_image  # noqa: E402
+from panoptic_depthlab_core.eval.evaluator import Evaluator  # noqa: E402
+from panoptic_depthlab_core.export.calibration import CalibrationDataReader  # noqa: E402
+from panoptic_depthlab_core.export.onnx_export import export_onnx  # noqa: E402
+from panoptic_depthlab_core.export.precision import (  # noqa: E402
+    convert_to_fp16,
+    input_normalisation_nodes,
+    onnx_metadata,
+    output_tail_nodes,
+    quantize_int8,
+    set_onnx_metadata,
+)
+from panoptic_depthlab_core.predictor import Predictor  # noqa: E402
+from panoptic_depthlab_core.preprocess import letterbox_rgb  # noqa: E402
+
+
+def cpu_flags() -> dict:
+    flags: set[str] = set()
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            break
+    wanted = ("avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8", "avx512_bf16", "f16c")
+    return {f: f in flags for f in wanted}
+
+
+def ensure_val(data: Path) -> None:
+    if (data / "leftImg8bit" / "val").is_dir():
+        return
+    cmd = [sys.executable, "-m", "panoptic_depthlab_core.cli", "synth", "--out", str(data), "--num", "100",
+           "--size", "256x512", "--seed", "7", "--split", "val"]  # fmt: skip
+    print("rendering synthetic val:", " ".join(cmd), file=sys.stderr)
+    subprocess.run(cmd, check=True)
+
+
+def evaluate(onnx_path: Path, precision: str, records: list, threads: int) -> dict:
+    """The Predictor over ``records`` with ``onnx_path`` as its network; the headline metrics."""
+    predictor = Predictor.from_config(
+        backend="onnxruntime", precision=precision, onnx_path=str(onnx_path), num_threads=threads
+    )
+    evaluator = Evaluator(segments=predictor.cfg.segments, depth_cap_m=80.0)
+    for rec in records:
+        gt = load_gt(rec)
+        K = None
+        if gt.camera is not None:
+            c = gt.camera
+            K = np.array([[c.fx, 0.0, c.u0], [0.0, c.fy, c.v0], [0.0, 0.0, 1.0]])
+        evaluator.add_frame(predictor.predict(read_image(rec.image_path), K), gt.panoptic, gt.semantic, gt.depth_m)
+    s = evaluator.summary()
+    dist = s.get("distance", {}).get("all", {})
+    return {
+        "frames": s["frames"],
+        "pq": s["panoptic"]["All"]["pq"],
+        "pq_things": s["panoptic"]["Things"]["pq"],
+        "pq_stuff": s["panoptic"]["Stuff"]["pq"],
+        "miou": s["semantic"]["miou"],
+        "abs_rel": s["depth"]["abs_rel"],
+        "rmse_m": s["depth"]["rmse"],
+        "delta1": s["depth"]["delta1"],
+        "distance_mean_abs_m": dist.get("mean_abs_m"),
+        "distance_median_rel": dist.get("median_rel"),
+        "distance_segments": dist.get("count"),
+    }
+
+
+def network_inputs(records: list, count: int) -> list[np.ndarray]:
+    return [letterbox_rgb(read_image(r.image_path), (256, 512))[0].numpy() for r in records[:count]]
+
+
+def session(path: Path, threads: int, level: str = "all", profile: str = ""):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = {
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[level]
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as the backend runs it
+    if profile:
+        opts.enable_profiling = True
+        opts.profile_file_prefix = profile
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def time_sessions(paths: dict[str, Path], inputs: list[np.ndarray], threads: int, rounds: int, level: str = "all"):
+    """ms per frame: per precision the median of each round, then min and median over rounds."""
+    sessions = {k: session(p, threads, level) for k, p in paths.items()}
+    for s in sessions.values():
+        for x in inputs[:2]:
+            s.run(None, {"images": x})
+    per_round: dict[str, list[float]] = defaultdict(list)
+    for _ in range(rounds):
+        for name, s in sessions.items():
+            times = []
+            for x in inputs:
+                t0 = time.perf_counter()
+                s.run(None, {"images": x})
+                times.append((time.perf_counter() - t0) * 1e3)
+            per_round[name].append(float(np.median(times)))
+    return {
+        name: {"ms_min_round": min(v), "ms_median_round": float(np.median(v)), "rounds_ms": v}
+        for name, v in per_round.items()
+    }
+
+
+def profile_ops(path: Path, inputs: list[np.ndarray], threads: int, tmp: Path) -> dict:
+    """ONNX Runtime's profiler: time per op type (the kernels that ran, after fusion) over the
+    inputs, and the number of nodes of each type."""
+    s = session(path, threads, profile=str(tmp / path.stem))
+    for x in inputs:
+        s.run(None, {"images": x})
+    trace = json.loads(Path(s.end_profiling()).read_text())
+    total: dict[str, float] = defaultdict(float)
+    nodes: dict[str, set] = defaultdict(set)
+    for ev in trace:
+        if ev.get("cat") == "Node" and ev.get("name", "").endswith("_kernel_time"):
+            op = ev.get("args", {}).get("op_name", "?")
+            total[op] += ev["dur"] / 1e3
+            nodes[op].add(ev["name"])
+    runs = len(inputs)
+    all_ms = sum(total.values()) / runs
+    return {
+        "ms_per_frame_kernels": all_ms,
+        "per_op": {
+            op: {"ms": ms / runs, "share": ms / runs / all_ms, "nodes": len(nodes[op])}
+            for op, ms in sorted(total.items(), key=lambda kv: -kv[1])
+        },
+    }
+
+
+def quantized_share(path: Path) -> dict:
+    """Convs of the file with int8 inputs (a DequantizeLinear in front of data and weight) vs fp32."""
+    model = onnx.load(str(path))
+    producers = {o: n for n in model.graph.node for o in n.output}
+    q = f = 0
+    for n in model.graph.node:
+        if n.op_type == "Conv":
+            src = producers.get(n.input[0])
+            if src is not None and src.op_type == "DequantizeLinear":
+                q += 1
+            else:
+                f += 1
+    return {"convs_int8": q, "convs_fp32": f}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=str(REPO / "data" / "synth256"))
+    ap.add_argument("--split", default="val")
+    ap.add_argument("--limit", type=int, default=0, help="evaluate only the first N frames (0 = all)")
+    ap.add_argument("--calib", default="synthetic", help="int8 calibration source (default: synthetic seed 1)")
+    ap.add_argument("--calib-images", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=0, help="ORT intra-op threads (0 = usable cores)")
+    ap.add_argument("--timing-frames", type=int, default=20)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--levers", action="store_true", help="also measure the int8 levers")
+    ap.add_argument("--lever-frames", type=int, default=50, help="val frames each lever variant is scored on")
+    ap.add_argument("--work", default="", help="folder for the ONNX files (default: a temporary one)")
+    ap.add_argument("--out", default="")
+    args = ap.parse_args()
+
+    threads = args.threads or len(os.sched_getaffinity(0))
+    torch.set_num_threads(threads)
+    data = Path(args.data)
+    ensure_val(data)
+    records = find_records(data, args.split)
+    if args.limit:
+        records = records[: args.limit]
+    info = machine_info("cpu")
+    info["cpu_flags"] = cpu_flags()
+    report: dict = {"machine": info, "load_average_at_start": os.getloadavg(), "threads": threads,
+                    "data": str(data), "split": args.split}  # fmt: skip
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="pdl_precision_"))
+    work.mkdir(parents=True, exist_ok=True)
+
+    predictor = Predictor.from_config()  # the shipped default model
+    hw = predictor.input_hw
+    t0 = time.perf_counter()
+    paths = {"fp32": export_onnx(predictor.model, work / "fp32.onnx", *hw)}
+    t1 = time.perf_counter()
+    paths["fp16"] = convert_to_fp16(paths["fp32"], work / "fp16.onnx")
+    t2 = time.perf_counter()
+    reader = CalibrationDataReader(args.calib, hw, max_images=args.calib_images)
+    paths["int8"] = quantize_int8(paths["fp32"], work / "int8.onnx", reader)
+    t3 = time.perf_counter()
+    report["export_s"] = {"fp32": t1 - t0, "fp16_conversion": t2 - t1, "int8_quantization": t3 - t2}
+    report["files"] = {
+        k: {"bytes": p.stat().st_size, "metadata": {m: v for m, v in onnx_metadata(p).items() if "names" not in m}}
+        for k, p in paths.items()
+    }
+    report["fp32_nodes"] = {
+        "fp16": onnx_metadata(paths["fp16"]).get("fp32_node_names", "").split(","),
+        "int8": onnx_metadata(paths["int8"]).get("fp32_node_names", "").split(","),
+    }
+    report["int8_convs"] = quantized_share(paths["int8"])
+
+    print(f"evaluating {len(records)} frames per precision", file=sys.stderr)
+    report["accuracy"] = {k: evaluate(p, k, records, threads) for k, p in paths.items()}
+    inputs = network_inputs(records, args.timing_frames)
+    report["network_time"] = time_sessions(paths, inputs, threads, args.rounds)
+    base = report["network_time"]["fp32"]["ms_min_round"]
+    report["speedup_vs_fp32"] = {k: base / v["ms_min_round"] for k, v in report["network_time"].items()}
+    with tempfile.TemporaryDirectory() as tmp:
+        report["profile"] = {k: profile_ops(paths[k], inputs[:10], threads, Path(tmp)) for k in ("fp32", "int8")}
+    acc = report["accuracy"]
+    report["targets"] = {
+        "int8_pq_loss": acc["fp32"]["pq"] - acc["int8"]["pq"],
+        "int8_pq_loss_ok": acc["fp32"]["pq"] - acc["int8"]["pq"] <= 1.0,
+        "int8_abs_rel_increase": acc["int8"]["abs_rel"] - acc["fp32"]["abs_rel"],
+        "int8_abs_rel_ok": acc["int8"]["abs_rel"] - acc["fp32"]["abs_rel"] <= 0.01,
+        "int8_speedup": report["speedup_vs_fp32"]["int8"],
+        "int8_speedup_ok": report["speedup_vs_fp32"]["int8"] >= 1.5,
+    }
+    print(json.dumps({"accuracy": acc, "speedup": report["speedup_vs_fp32"]}, indent=1), file=sys.stderr)
+    if args.levers:
+        report["levers"] = levers(paths, reader, records[: args.lever_frames], inputs, threads, args, work)
+    report["load_average_at_end"] = os.getloadavg()
+    out = Path(args.out) if args.out else REPO / "benchmarks" / "results" / f"precision_{machine_slug(info)}.json"
+    out.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+def levers(paths, reader, records, inputs, threads, args, work: Path) -> dict:
+    """int8 variants, each changed in one lever from the default (scored on ``records``)."""
+    fp32_model = onnx.load(str(paths["fp32"]))
+    norm = input_normalisation_nodes(fp32_model)
+    tails = output_tail_nodes(fp32_model)
+    variants: dict[str, dict] = {
+        "default (per-channel, minmax, tails+predictors fp32, pre-processed, int8 symmetric)": {},
+        "per-tensor weights": {"per_channel": False},
+        "calibration entropy": {"method": "entropy"},
+        "calibration percentile 99.999": {"method": "percentile"},
+        "16 calibration images": {"images": 16},
+        "256 calibration images": {"images": 256},
+        "only the normalisation fp32 (tails and predictors int8)": {"exclude_nodes": norm},
+        "tails fp32, predictors int8": {"exclude_nodes": norm + tails},
+        "no quant_pre_process": {"preprocess": False},
+        "uint8 asymmetric activations (CPU only; TensorRT needs symmetric)": {"symmetric_activations": False},
+    }
+    results: dict[str, dict] = {}
+    base_records = records
+    fp32_acc = evaluate(paths["fp32"], "fp32", base_records, threads)
+    results["fp32 reference (same frames)"] = {"accuracy": fp32_acc}
+    timing_paths = {"fp32": paths["fp32"]}
+    for i, (name, opts) in enumerate(variants.items()):
+        opts = dict(opts)
+        images = opts.pop("images", None)
+        r = reader if images is None else CalibrationDataReader(args.calib, reader.input_hw, max_images=images)
+        path = work / f"lever_{i}.onnx"
+        t0 = time.perf_counter()
+        if not opts and images is None:
+            path = paths["int8"]  # the default: already made
+        else:
+            quantize_int8(paths["fp32"], path, r, **opts)
+        results[name] = {"quantize_s": time.perf_counter() - t0, "options": {**opts, "images": r.num_images}}
+        results[name]["accuracy"] = evaluate(path, "int8", base_records, threads)
+        timing_paths[name] = path
+        print(name, results[name]["accuracy"], file=sys.stderr)
+    # QOperator: the same quantization as QLinearConv etc. nodes (what ORT's CPU kernels run;
+    # TensorRT cannot build it), to see whether the QDQ form costs speed on this CPU
+    qop = work / "lever_qoperator.onnx"
+    _qoperator(paths["fp32"], qop, reader)
+    timing_paths["QOperator format (CPU only)"] = qop
+    results["QOperator format (CPU only)"] = {"accuracy": evaluate(qop, "int8", base_records, threads)}
+    timed = time_sessions(timing_paths, inputs, threads, max(2, args.rounds // 2))
+    for name, t in timed.items():
+        results.setdefault(name, {})["network_time"] = t
+        results[name]["speedup_vs_fp32"] = timed["fp32"]["ms_min_round"] / t["ms_min_round"]
+    for level in ("basic", "extended"):
+        t = time_sessions({"fp32": paths["fp32"], "int8": paths["int8"]}, inputs, threads, 2, level)
+        results[f"graph optimisation {level} (default all)"] = {
+            "network_time": t,
+            "speedup_vs_fp32": t["fp32"]["ms_min_round"] / t["int8"]["ms_min_round"],
+        }
+    return results
+
+
+def _qoperator(src: Path, dst: Path, reader) -> None:
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    from panoptic_depthlab_core.export.precision import _OrtReader, name_unnamed_nodes
+
+    model = onnx.load(str(src))
+    name_unnamed_nodes(model)
+    exclude = input_normalisation_nodes(model) + output_tail_nodes(model, include_predictors=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        named = Path(tmp) / "m.onnx"
+        onnx.save(model, str(named))
+        reader.rewind()
+        quantize_static(str(named), str(dst), _OrtReader(reader), quant_format=QuantFormat.QOperator,
+                        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        nodes_to_exclude=exclude)  # fmt: skip
+    m = onnx.load(str(dst))
+    set_onnx_metadata(m, {"precision": "int8"})
+    onnx.save(m, str(dst))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
