@@ -25,8 +25,13 @@ from .preprocess import letterbox_rgb
 from .results import FrameResult, NearestUpsampling
 from .runtime import BackendConfig, create_backend, resolve_backend_name
 from .runtime.gpu_pipeline import PinnedStager
-from .segments import SegmentsConfig, compute_segments, compute_segments_torch
-from .segments_network import compute_segments_upsampled
+from .segments import (
+    SegmentsConfig,
+    check_intrinsics,
+    compute_segments,
+    compute_segments_torch,
+    compute_segments_upsampled,
+)
 from .weights import load_model_weights
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
@@ -95,19 +100,6 @@ def check_maps(maps: Collection[str] | None) -> frozenset[str]:
     if not wanted <= DENSE_MAPS:
         raise ValueError(f"unknown maps {sorted(wanted - DENSE_MAPS)}; known: {', '.join(sorted(DENSE_MAPS))}")
     return wanted
-
-
-def check_intrinsics(K: np.ndarray | None) -> np.ndarray | None:
-    if K is None:
-        return None
-    K = np.asarray(K, dtype=np.float64)
-    if K.shape != (3, 3):
-        raise ValueError(f"camera matrix K must be 3x3, got shape {K.shape}")
-    if not np.all(np.isfinite(K)):
-        raise ValueError("camera matrix K contains non-finite values")
-    if K[0, 0] <= 0 or K[1, 1] <= 0:
-        raise ValueError(f"camera matrix K must have positive focal lengths, got fx={K[0, 0]}, fy={K[1, 1]}")
-    return K
 
 
 @dataclass

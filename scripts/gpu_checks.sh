@@ -24,7 +24,7 @@ status=0
 } | tee "$out/gpu.txt"
 
 echo "== CUDA tests (core)"
-timeout 240 "$py" -m pytest test/core/runtime test/core/export test/core/test_segments.py \
+timeout 240 "$py" -m pytest test/core/runtime test/core/export test/core/segments \
     test/core/test_predictor.py -q -rs -p no:cacheprovider 2>&1 | tee "$out/pytest_gpu.log" || status=1
 
 echo "== inference benchmark on $device"

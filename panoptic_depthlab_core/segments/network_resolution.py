@@ -1,10 +1,10 @@
-"""Segments of an input-resolution frame, computed from the network-resolution maps.
+"""Segments of an input-resolution frame, computed from the network-resolution maps (the CPU default).
 
 The published panoptic map is the network's map upsampled by nearest neighbour: each network pixel
 becomes a block of input pixels (``rows[y]``/``cols[x]`` name the network row/column of input row
 y/column x). So every segment is a union of blocks, and its statistics can be taken over the
 network pixels, each weighted by the number of input pixels its block covers — at 1080p from a
-256x455 map that is ~17x fewer pixels (measured here in the Predictor: 121 -> ~15 ms).
+256x455 map that is ~17x fewer pixels.
 
 What is exact and what is not, against ``compute_segments`` on the upsampled maps:
 - area, box, centroid, valid-pixel count and the mean pixel behind ``position_xyz_m``: exact.
@@ -15,7 +15,6 @@ What is exact and what is not, against ``compute_segments`` on the upsampled map
 - x and y extents: from each block's centre pixel, so within half a block (~2 px at 1080p) of the
   per-pixel percentiles.
 """
-
 from __future__ import annotations
 
 import math
@@ -25,15 +24,11 @@ import numpy as np
 
 from panoptic_depthlab_core.metadata import CLASS_NAMES
 from panoptic_depthlab_core.results import Segment
-from panoptic_depthlab_core.segments import (
-    SegmentsConfig,
-    _assemble,
-    _checked_inputs,
-    _nan_stats,
-    _segments_with_depth,
-    _select_pixels,
-    _valid_depth,
-)
+
+from .assemble import assemble_segments, nan_stats
+from .checks import numpy_inputs
+from .config import SegmentsConfig
+from .pixels import segments_with_depth, select_pixels, valid_depth
 
 
 def nearest_blocks(index: np.ndarray, src_len: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -76,7 +71,7 @@ def compute_segments_upsampled(
     intrinsics of the H x W input. Same Segment fields and conventions as ``compute_segments``.
     """
     cfg = cfg or SegmentsConfig()
-    ids_map, depth, K = _checked_inputs(panoptic_ids, depth_m, K, scores)  # K: of the input size
+    ids_map, depth, K = numpy_inputs(panoptic_ids, depth_m, K, scores)  # K: of the input size
     h, w = ids_map.shape
     bh, y_first, y_last, y_sum = nearest_blocks(rows, h)
     bw, x_first, x_last, x_sum = nearest_blocks(cols, w)
@@ -85,7 +80,7 @@ def compute_segments_upsampled(
     if not (bh.all() and bw.all()):  # a downscale: network pixels no input pixel shows are left out
         shown = (bh[:, None] > 0) & (bw[None, :] > 0)
         flat = np.where(shown.reshape(-1), flat.astype(np.int64), cfg.void_label)
-    selected = _select_pixels(flat, cfg)
+    selected = select_pixels(flat, cfg)
     if selected is None:
         return []
     pix, seg_ids, idx, _ = selected
@@ -106,19 +101,19 @@ def compute_segments_upsampled(
     sum_x, sum_y = bh[r] * x_sum[c], bw[c] * y_sum[r]  # of the input pixels' coordinates
     centroid = (np.add.reduceat(sum_x, starts) / area, np.add.reduceat(sum_y, starts) / area)
 
-    stats = _nan_stats(s)
+    stats = nan_stats(s)
     n_valid = np.zeros(s, np.int64)
     position = extent = None
     if depth is not None:
-        d, valid = _valid_depth(depth, pix, cfg)
-        with_depth = _segments_with_depth(seg_ids, cfg)
+        d, valid = valid_depth(depth, pix, cfg)
+        with_depth = segments_with_depth(seg_ids, cfg)
         if with_depth is not None:
             valid &= with_depth[idx]
         n_valid = np.add.reduceat(np.where(valid, weight, 0), starts)
         if n_valid.any():
             blocks = (x_first[c] + x_last[c]) / 2.0, (y_first[r] + y_last[r]) / 2.0, sum_x, sum_y
             position, extent = _weighted_depth_stats(d, valid, idx, weight, blocks, n_valid, stats, K, cfg)
-    return _assemble(seg_ids, area, box, centroid, stats, n_valid, position, extent, scores, cfg, class_names)
+    return assemble_segments(seg_ids, area, box, centroid, stats, n_valid, position, extent, scores, cfg, class_names)
 
 
 def _weighted_depth_stats(d, valid, idx, weight, blocks, n_valid, stats, K, cfg: SegmentsConfig):
@@ -191,5 +186,3 @@ def _weighted_trimmed_mean(
     kept = np.clip(np.minimum(cum_weights, n - cut) - np.maximum(start, cut), 0, None)
     return float((kept * sorted_values.astype(np.float64)).sum() / (n - 2 * cut))
 
-
-__all__ = ["compute_segments_upsampled", "nearest_blocks"]

@@ -7,13 +7,13 @@ import math
 import numpy as np
 import pytest
 
-from panoptic_depthlab_core.segments import SegmentsConfig, compute_segments
-from panoptic_depthlab_core.segments_network import compute_segments_upsampled, nearest_blocks
+from panoptic_depthlab_core.maps import nearest_index
+from panoptic_depthlab_core.segments import SegmentsConfig, compute_segments, compute_segments_upsampled, nearest_blocks
 
 
 def _nearest_index(src: int, dst: int) -> np.ndarray:
     """The Predictor's nearest-neighbour index (pixel centres)."""
-    return np.minimum(((np.arange(dst) + 0.5) * (src / dst)).astype(np.int64), src - 1)
+    return nearest_index(src, dst).numpy()
 
 
 def _maps(seed: int, h: int = 9, w: int = 13):
