@@ -28,7 +28,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
+import torch
+from PIL import Image as PILImage
+
+from panoptic_depthlab_core.config import ConfigError
+from panoptic_depthlab_core.model import build_model
+from panoptic_depthlab_core.predictor import DEFAULT_CONFIG, DEFAULT_WEIGHTS, load_pipeline_config
+from panoptic_depthlab_core.viz import colorize_depth
+from panoptic_depthlab_core.weights import save_safetensors
+from panoptic_depthlab_ros.bag_types import make_typestore
+from panoptic_depthlab_ros.cli import main as cli_main
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FALLBACK_CONFIG = REPO_ROOT / "config" / "models" / "panoptic_depthlab_small.yaml"
@@ -154,19 +165,11 @@ def prepare_out_dir(out: Path) -> None:
 
 def choose_model(out: Path, net_hw: tuple[int, int]) -> tuple[bool, list[str], list[str], str]:
     """The shipped default model when it exists; else seeded untrained small weights (and say so)."""
-    from panoptic_depthlab_core.predictor import DEFAULT_CONFIG, DEFAULT_WEIGHTS
-
     size_args = ["--input-size", f"{net_hw[0]}x{net_hw[1]}"]
     size_params = [f"input_height:={net_hw[0]}", f"input_width:={net_hw[1]}"]
     if DEFAULT_CONFIG.exists() and DEFAULT_WEIGHTS.exists():
         note = f"the shipped default model ({DEFAULT_WEIGHTS.relative_to(REPO_ROOT)})"
         return True, size_args, size_params, note
-    import torch
-
-    from panoptic_depthlab_core.model import build_model
-    from panoptic_depthlab_core.predictor import load_pipeline_config
-    from panoptic_depthlab_core.weights import save_safetensors
-
     if not FALLBACK_CONFIG.exists():
         raise FileNotFoundError(f"neither the default model {DEFAULT_WEIGHTS} nor {FALLBACK_CONFIG} exists")
     torch.manual_seed(0)
@@ -267,9 +270,7 @@ def live_replay(
 
 def read_bag(path: Path, topics: set[str]) -> dict[str, list[tuple[int, Any]]]:
     """topic -> [(log time, message)] deserialized with rosbags (no ROS needed)."""
-    from rosbags.rosbag2 import Reader
-
-    from panoptic_depthlab_ros.bag_types import make_typestore
+    from rosbags.rosbag2 import Reader  # optional dependency: only the demo and the bag tools need it
 
     store = make_typestore()
     out: dict[str, list] = {t: [] for t in topics}
@@ -302,11 +303,6 @@ def stamp_of(msg: Any) -> int:
 
 def write_pictures(state: DemoState, drive_bag: Path, docs_picture: Path | None) -> dict[str, Any]:
     """Overlay PNGs, a depth PNG, the overlay animation (GIF + MP4) and the input|overlay|depth panel."""
-    import cv2
-    from PIL import Image as PILImage
-
-    from panoptic_depthlab_core.viz import colorize_depth
-
     out = state.out
     viz_topic, depth_topic = f"/{NODE_NAME}/visualization", f"/{NODE_NAME}/depth"
     live = read_bag(out / "outputs.mcap", {viz_topic, depth_topic})
@@ -474,8 +470,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from panoptic_depthlab_core.config import ConfigError
-
     try:
         height, width = (int(v) for v in args.size.lower().split("x"))
     except ValueError as exc:
@@ -561,6 +555,4 @@ def _run(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    from panoptic_depthlab_ros.cli import main
-
-    sys.exit(main(["demo", *sys.argv[1:]]))
+    sys.exit(cli_main(["demo", *sys.argv[1:]]))
