@@ -363,37 +363,89 @@ class SalvageMcapReader:
             )
 
     def _records(self) -> Iterator[Any]:
-        """Records in file order; remembers connections and where (and why) the stream broke."""
-        from mcap.records import Channel, Schema
+        """Records in file order; remembers connections and where (and why) the stream broke.
+
+        When the break is inside a chunk (the usual case: a recorder writes a chunk at a time), the
+        records of that chunk before the cut are read too (``_cut_chunk_records``)."""
         from mcap.stream_reader import StreamReader
 
         schemas: dict[int, Any] = {}
         known = {c.id for c in self.connections}
         with open(self.path, "rb") as f:
             reader = StreamReader(f, validate_crcs=True)
+            record_start = 8  # after the magic
             try:
                 for record in reader.records:
-                    if isinstance(record, Schema):
-                        schemas[record.id] = record
-                    elif isinstance(record, Channel) and record.id not in known:
-                        schema = schemas.get(record.schema_id)
-                        if schema is not None:
-                            known.add(record.id)
-                            self.connections.append(
-                                SalvagedConnection(
-                                    record.id,
-                                    record.topic,
-                                    schema.name,
-                                    _Definition(schema.data.decode("utf-8", "replace")),
-                                    "",
-                                    _Ext(),
-                                )
-                            )
+                    self._remember(record, schemas, known)
                     yield record
+                    record_start = reader._stream.count  # where the next record begins
             except Exception as exc:
                 self.error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
                 self.error_offset = reader._stream.count  # bytes consumed when it broke
+                for record in self._cut_chunk_records(f, record_start):
+                    self._remember(record, schemas, known)
+                    yield record
                 yield None
+
+    def _remember(self, record: Any, schemas: dict[int, Any], known: set[int]) -> None:
+        from mcap.records import Channel, Schema
+
+        if isinstance(record, Schema):
+            schemas[record.id] = record
+        elif isinstance(record, Channel) and record.id not in known:
+            schema = schemas.get(record.schema_id)
+            if schema is not None:
+                known.add(record.id)
+                self.connections.append(
+                    SalvagedConnection(
+                        record.id,
+                        record.topic,
+                        schema.name,
+                        _Definition(schema.data.decode("utf-8", "replace")),
+                        "",
+                        _Ext(),
+                    )
+                )
+
+    def _cut_chunk_records(self, f: Any, offset: int) -> Iterator[Any]:
+        """The whole records inside a Chunk record that starts at ``offset`` and is cut short.
+
+        Chunk layout (MCAP spec): opcode 0x06, u64 length, u64 start/end time, u64 uncompressed
+        size, u32 crc, string compression, u64 records length, records (none, zstd or lz4). A
+        truncated zstd/lz4 stream decompresses up to the cut; the last record may be partial and
+        is dropped (the stream reader stops at it)."""
+        import io
+
+        from mcap.stream_reader import StreamReader
+
+        f.seek(offset)
+        head = f.read(9)
+        if len(head) < 9 or head[0] != 0x06:
+            return
+        body = f.read(int.from_bytes(head[1:9], "little"))
+        if len(body) < 36:
+            return
+        name_len = int.from_bytes(body[28:32], "little")
+        compression = body[32 : 32 + name_len].decode("ascii", "replace")
+        data = body[32 + name_len + 8 :]
+        try:
+            if compression == "zstd":
+                import zstandard
+
+                data = zstandard.ZstdDecompressor().decompressobj().decompress(data)
+            elif compression == "lz4":
+                import lz4.frame
+
+                data = lz4.frame.LZ4FrameDecompressor().decompress(data)
+            elif compression:
+                return
+        except Exception:  # damaged compressed data: nothing of this chunk is trustworthy
+            return
+        inner = StreamReader(io.BytesIO(data), skip_magic=True)
+        try:
+            yield from inner.records
+        except Exception:  # the record the cut runs through
+            return
 
     def messages(self, connections: Sequence[Any] = ()) -> Iterator[tuple[Any, int, bytes]]:
         wanted = {c.id: c for c in (connections or self.connections)}
