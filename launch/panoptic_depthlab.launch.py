@@ -9,6 +9,13 @@ Without the ``launch`` packages the same node runs as
 
 from pathlib import Path
 
+from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.conditions import IfCondition
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import LifecycleNode, Node
+
 # Launch arguments that are passed straight through as node parameters (a test checks that each one
 # names a declared parameter). Empty values leave the params file's value alone.
 PARAMETER_ARGUMENTS = ("weights", "backend", "device", "autostart", "model_config")
@@ -21,18 +28,13 @@ _CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 def _share_dir() -> Path:
     """The installed share/ directory, or the source tree when run from a checkout."""
     try:
-        from ament_index_python.packages import get_package_share_directory
-
         return Path(get_package_share_directory("panoptic_depthlab"))
-    except Exception:  # not installed with colcon: use the checkout
+    except PackageNotFoundError:  # not installed with colcon: use the checkout
         return _CONFIG_DIR.parent
 
 
 def _node_action(context):
     """The node, with only the non-empty pass-through arguments overriding the params file."""
-    from launch.substitutions import LaunchConfiguration
-    from launch_ros.actions import LifecycleNode
-
     def arg(name: str) -> str:
         return LaunchConfiguration(name).perform(context)
 
@@ -62,13 +64,6 @@ def _node_action(context):
 
 
 def generate_launch_description():
-    from launch.actions import DeclareLaunchArgument, OpaqueFunction
-    from launch.conditions import IfCondition
-    from launch.substitutions import LaunchConfiguration
-    from launch_ros.actions import Node
-
-    from launch import LaunchDescription
-
     share = _share_dir()
     arguments = [
         DeclareLaunchArgument("namespace", default_value="", description="Namespace of the node"),

@@ -54,9 +54,8 @@ def test_launch_arguments_are_parameters_or_known_names() -> None:
 def test_launch_description_builds() -> None:
     if importlib.util.find_spec("launch_ros") is None:
         pytest.skip("launch_ros is not importable here (no ROS 2 launch packages on this machine)")
-    from launch.actions import DeclareLaunchArgument
-
     from launch import LaunchDescription
+    from launch.actions import DeclareLaunchArgument
 
     spec = importlib.util.spec_from_file_location("panoptic_depthlab_launch", LAUNCH_FILE)
     module = importlib.util.module_from_spec(spec)
