@@ -217,6 +217,24 @@ def counter_values(snap: dict[str, Any]) -> dict[str, str]:
     return values
 
 
+def artefact_values(predictor: Any, image_transport: str, image_decoder: str) -> dict[str, str]:
+    """Which network artefact runs (ONNX file, TensorRT engine or the torch model), built on what, with
+    which TensorRT, and which decoder compressed frames get (``gpu_pipeline.jpeg_decoder``)."""
+    values = {"image_decoder": image_decoder if image_transport == "compressed" else "none (raw images)"}
+    if predictor is None:
+        return {"artefact": "(not configured)", **values}
+    from panoptic_depthlab_core.runtime import describe_artefact
+
+    info = describe_artefact(predictor.backend, predictor.backend_cfg)
+    values["artefact"] = info.summary()
+    values["artefact_precision"] = info.precision
+    if info.built_on:
+        values["artefact_built_on"] = info.built_on
+    if info.tensorrt_version:
+        values["tensorrt_version"] = info.tensorrt_version
+    return values
+
+
 def node_status(
     name: str, hardware_id: str, state: str, snap: dict[str, Any], values: dict[str, str]
 ) -> DiagnosticStatus:
@@ -244,6 +262,7 @@ def diagnostic_array(stamp: Any, statuses: list[DiagnosticStatus]) -> Diagnostic
 
 __all__ = [
     "FRAME_OUTCOMES",
+    "artefact_values",
     "LATENCY_WINDOW",
     "CameraInfoInput",
     "FrameStats",

@@ -32,6 +32,7 @@ from panoptic_depthlab_ros.diagnostics import (
     CameraInfoInput,
     FrameStats,
     MiddlewareGaps,
+    artefact_values,
     counter_values,
     diagnostic_array,
     node_status,
@@ -94,6 +95,7 @@ class PanopticDepthLabNode(LifecycleNode):
         self.stats = FrameStats()
         self._processor: FrameProcessor | None = None
         self._model_postprocess: Any = None  # the model config's own post-processing settings
+        self._image_decoder = "cpu (opencv)"  # which decoder compressed frames get (probed at configure)
         self._state_label = "unconfigured"
         self._out_pubs: dict[str, Any] = {}
         self._label_info_pub = None
@@ -187,6 +189,9 @@ class PanopticDepthLabNode(LifecycleNode):
             t1 = time.perf_counter()
             if params.warmup_iterations:
                 self._inference_thread.submit(predictor.warmup, params.warmup_iterations).result()
+            from panoptic_depthlab_core.runtime.gpu_pipeline import jpeg_decoder  # probes nvJPEG once
+
+            self._image_decoder = self._inference_thread.submit(jpeg_decoder, predictor.device).result()
         except Exception as exc:  # a bad path, a missing backend, CUDA absent: report, stay unconfigured
             self.get_logger().error(
                 f"configure failed: could not load the model: {type(exc).__name__}: {exc}"
@@ -196,6 +201,8 @@ class PanopticDepthLabNode(LifecycleNode):
             predictor, message_options(params), params.prefer_rectified, params.max_input_pixels
         )
         pp = predictor.cfg.postprocess
+        artefact = artefact_values(predictor, params.image_transport, self._image_decoder)
+        self.get_logger().info(f"network artefact: {artefact['artefact']}; image decoder: {artefact['image_decoder']}")
         self.get_logger().info(
             f"model loaded in {(t1 - t0):.1f} s, warm-up {(time.perf_counter() - t1):.1f} s "
             f"(backend {self._backend_label(predictor)}, device {params.device}, precision {params.precision}, "
@@ -490,6 +497,7 @@ class PanopticDepthLabNode(LifecycleNode):
             "input_topic": self.resolve_topic_name(self._image_topic()),
             "input_reliability": self._effective_reliability(),
             "image_publishing": self._image_publishing(),
+            **artefact_values(getattr(self._processor, "predictor", None), params.image_transport, self._image_decoder),
             **counter_values(snap),
             **self.middleware_gaps.values(),
         }

@@ -34,7 +34,43 @@ _SPECS: dict[str, tuple[Any, str, Any]] = {
         ("auto", "torch", "onnxruntime", "tensorrt"),
     ),
     "device": ("cpu", "Device: cpu, cuda or cuda:N.", None),
-    "precision": ("fp32", "Numeric precision of the network.", ("fp32", "fp16", "bf16")),
+    "precision": (
+        "fp32",
+        "Numeric precision of the network. onnxruntime/tensorrt: the precision of the ONNX file or engine, "
+        "checked against it (int8 needs an int8 ONNX: export onnx --precision int8); torch: fp32/fp16/bf16.",
+        ("fp32", "fp16", "bf16", "int8"),
+    ),
+    "onnx_path": (
+        "",
+        "Prebuilt ONNX file (panoptic-depthlab export onnx --precision ...): onnxruntime runs it as it is, "
+        "tensorrt builds its engine from it; backend auto then means onnxruntime. Empty = the model is "
+        "exported (fp32) into the cache at configure.",
+        None,
+    ),
+    "engine_path": (
+        "",
+        "Prebuilt TensorRT engine (export tensorrt --engine) with its .json sidecar: loaded with no rebuild "
+        "when the sidecar matches this GPU, TensorRT, precision and input size; backend auto then means tensorrt.",
+        None,
+    ),
+    "engine_cache_dir": (
+        "",
+        "Folder for engines built at configure, their timing caches and ONNX Runtime's TensorRT EP cache; "
+        "empty = $PANOPTIC_DEPTHLAB_CACHE/engines (default ~/.cache/panoptic_depthlab/engines).",
+        None,
+    ),
+    "allow_engine_rebuild": (
+        True,
+        "Build a missing TensorRT engine, or rebuild one made for another GPU/TensorRT, from onnx_path at "
+        "configure (minutes); false = configure fails naming the file and the mismatch.",
+        None,
+    ),
+    "onnxruntime_tensorrt": (
+        False,
+        "backend onnxruntime on CUDA: put ONNX Runtime's TensorRT execution provider first (it builds an "
+        "engine when the session starts, cached in engine_cache_dir); false = CUDA provider only.",
+        None,
+    ),
     "input_height": (0, "Network input height in pixels (multiple of 32); 0 = model config.", (0, 8192, 32)),
     "input_width": (0, "Network input width in pixels (multiple of 32); 0 = model config.", (0, 8192, 32)),
     "warmup_iterations": (1, "Inference runs on a blank image during configure.", (0, 20)),
@@ -151,6 +187,11 @@ CONFIGURE_TIME_PARAMETERS: frozenset[str] = frozenset(
         "backend",
         "device",
         "precision",
+        "onnx_path",
+        "engine_path",
+        "engine_cache_dir",
+        "allow_engine_rebuild",
+        "onnxruntime_tensorrt",
         "input_height",
         "input_width",
         "warmup_iterations",
@@ -171,6 +212,11 @@ class NodeParams:
     backend: str = "auto"
     device: str = "cpu"
     precision: str = "fp32"
+    onnx_path: str = ""
+    engine_path: str = ""
+    engine_cache_dir: str = ""
+    allow_engine_rebuild: bool = True
+    onnxruntime_tensorrt: bool = False
     input_height: int = 0
     input_width: int = 0
     warmup_iterations: int = 1

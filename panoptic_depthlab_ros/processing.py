@@ -87,17 +87,56 @@ def enabled_outputs(params: NodeParams) -> frozenset[str]:
     return frozenset(name for name in OUTPUT_NAMES if getattr(params, f"publish_{name}"))
 
 
+def artefact_backend(params: NodeParams) -> str:
+    """The backend that runs the configured artefacts: ``auto`` with an engine means tensorrt, with an
+    ONNX file onnxruntime (never a silent fall back to torch that would ignore the given file)."""
+    if params.backend != "auto":
+        return params.backend
+    if params.engine_path:
+        return "tensorrt"
+    if params.onnx_path:
+        return "onnxruntime"
+    return "auto"
+
+
+def artefact_problems(params: NodeParams) -> list[str]:
+    """Why the artefact parameters cannot work together (checked at configure, so they can be set one
+    at a time beforehand); empty when they can."""
+    backend = artefact_backend(params)
+    problems = []
+    if params.engine_path and backend != "tensorrt":
+        problems.append(f"engine_path {params.engine_path} is a TensorRT engine; backend {backend} cannot run it")
+    if params.onnx_path and backend == "torch":
+        problems.append(f"onnx_path {params.onnx_path} is not used by backend torch; use onnxruntime or tensorrt")
+    if params.precision == "int8" and not (params.onnx_path or params.engine_path):
+        problems.append(
+            "precision int8 runs an int8 ONNX file or engine: set onnx_path (panoptic-depthlab export onnx "
+            "--precision int8 ...) or engine_path"
+        )
+    if params.precision == "int8" and backend == "torch":
+        problems.append("precision int8 needs backend onnxruntime or tensorrt (torch runs fp32, fp16, bf16)")
+    return problems
+
+
 def load_predictor(params: NodeParams) -> Any:
-    """Build the Predictor the parameters describe (model config, weights, backend, input size...)."""
+    """Build the Predictor the parameters describe (model config, weights, backend, artefacts, input size...)."""
     from panoptic_depthlab_core.predictor import Predictor
 
+    problems = artefact_problems(params)
+    if problems:
+        raise ValueError("; ".join(problems))
     return Predictor.from_config(
         config=params.model_config or None,
         weights=params.weights or None,
-        backend=params.backend,
+        backend=artefact_backend(params),
         device=params.device,
         precision=params.precision,
         overrides=params.overrides(),
+        onnx_path=params.onnx_path,
+        engine_path=params.engine_path,
+        engine_cache_dir=params.engine_cache_dir,
+        allow_engine_rebuild=params.allow_engine_rebuild,
+        onnxruntime_tensorrt=params.onnxruntime_tensorrt,
     )
 
 
@@ -196,6 +235,8 @@ class FrameProcessor:
 
 __all__ = [
     "CameraInfoError",
+    "artefact_backend",
+    "artefact_problems",
     "FrameProcessor",
     "ImageConversionError",
     "ProcessedFrame",

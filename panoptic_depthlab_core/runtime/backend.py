@@ -13,6 +13,8 @@ from typing import Literal, Protocol
 
 import torch
 
+from ..export.artefacts import ArtefactInfo
+
 
 @dataclass
 class BackendConfig:
@@ -43,6 +45,24 @@ class Backend(Protocol):
     device: torch.device
 
     def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]: ...
+
+
+def describe_artefact(backend: object, cfg: BackendConfig) -> ArtefactInfo:
+    """Which artefact ``backend`` runs, where it came from and what it was built on (log, /diagnostics)."""
+    known = getattr(backend, "artefact", None)
+    if isinstance(known, ArtefactInfo):  # the TensorRT backend records its engine's origin itself
+        return known
+    onnx_path = getattr(backend, "onnx_path", None)
+    if onnx_path is not None:
+        providers = getattr(backend, "providers", None) or []
+        return ArtefactInfo(
+            kind="onnx",
+            path=str(onnx_path),
+            origin="given, used as is" if cfg.onnx_path else "exported from the model into the cache",
+            precision=str(getattr(backend, "precision", cfg.precision)),
+            providers=",".join(p if isinstance(p, str) else p[0] for p in providers),
+        )
+    return ArtefactInfo(kind="torch model", origin="weights loaded in this process", precision=cfg.precision)
 
 
 def resolve_backend_name(name: str, device: str, precision: str = "fp32") -> str:
