@@ -14,8 +14,7 @@ import argparse
 import importlib
 import os
 import sys
-from collections.abc import Mapping
-from types import ModuleType
+from collections.abc import Callable, Mapping
 
 from .memory import retain_freed_memory
 
@@ -57,23 +56,33 @@ ROS_MODULES = frozenset(
 )
 
 
-class MissingDependency(Exception):
-    """A subcommand's module (or its run) needs a package that is not installed."""
-
-    def __init__(self, command: str, exc: ModuleNotFoundError) -> None:
-        missing = (exc.name or str(exc)).split(".")[0]
-        if missing in ROS_MODULES:
-            hint = "a ROS 2 package: source your ROS 2 setup.bash (or pip install -r requirements/ros.txt)"
-        else:
-            hint = "install it (see docs/install.md)"
-        super().__init__(f"panoptic-depthlab {command}: error: needs the Python module {missing!r}, {hint}")
+def missing_dependency_message(prog: str, exc: ModuleNotFoundError) -> str:
+    """One line naming the module a subcommand needs and where it comes from."""
+    missing = (exc.name or str(exc)).split(".")[0]
+    if missing in ROS_MODULES:
+        hint = "a ROS 2 package: source your ROS 2 setup.bash (or pip install -r requirements/ros.txt)"
+    else:
+        hint = "install it (see docs/install.md)"
+    return f"{prog}: error: needs the Python module {missing!r}, {hint}"
 
 
-def _import(command: str, module_name: str) -> ModuleType:
+def run_command(prog: str, run: Callable[[argparse.Namespace], int | None], args: argparse.Namespace) -> int:
+    """``run(args)`` as a command: the one place where errors become one line on stderr and an exit code.
+
+    Bad input (ValueError, FileNotFoundError) and a missing optional dependency exit 2, an interrupt 130.
+    ``main`` and the single-subcommand entry points (``python -m panoptic_depthlab_ros.bags.X``) use it.
+    """
     try:
-        return importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        raise MissingDependency(command, exc) from exc
+        return int(run(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except ModuleNotFoundError as exc:  # an optional dependency, imported when the run needs it
+        print(missing_dependency_message(prog, exc), file=sys.stderr)
+        return 2
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 def build_parser(
@@ -87,32 +96,23 @@ def build_parser(
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(_module=module_name)
         if name == command:
-            _import(name, module_name).add_arguments(p)
+            importlib.import_module(module_name).add_arguments(p)
     return parser
 
 
 def main(argv: list[str] | None = None, subcommands: Mapping[str, tuple[str, str]] = SUBCOMMANDS) -> int:
-    """Parse, run the subcommand; bad input (ValueError, FileNotFoundError) -> one line and exit 2."""
+    """Parse the command line and run the subcommand (through :func:`run_command`)."""
     argv = sys.argv[1:] if argv is None else argv
     command = next((a for a in argv if not a.startswith("-")), None)
     try:
         args = build_parser(command, subcommands).parse_args(argv)
-        if os.environ.get("PANOPTIC_DEPTHLAB_RETAIN_FREED_MEMORY", "1") != "0":
-            retain_freed_memory()  # per-frame arrays reuse mapped pages (see memory.py); opt out with =0
-        module = _import(args.command, args._module)
-        try:
-            return int(module.run(args) or 0)
-        except ModuleNotFoundError as exc:  # an optional dependency imported when the run needs it
-            raise MissingDependency(args.command, exc) from exc
-    except MissingDependency as exc:
-        print(exc, file=sys.stderr)
+        module = importlib.import_module(args._module)
+    except ModuleNotFoundError as exc:  # the subcommand's module needs a package that is not installed
+        print(missing_dependency_message(f"panoptic-depthlab {command}", exc), file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"panoptic-depthlab {command}: error: {exc}", file=sys.stderr)
-        return 2
+    if os.environ.get("PANOPTIC_DEPTHLAB_RETAIN_FREED_MEMORY", "1") != "0":
+        retain_freed_memory()  # per-frame arrays reuse mapped pages (see memory.py); opt out with =0
+    return run_command(f"panoptic-depthlab {args.command}", module.run, args)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ first unreadable page (``SalvageSqliteReader``). Either then raises BagReadError
 
 from __future__ import annotations
 
+import argparse
 import posixpath
 import sqlite3
 import struct
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from panoptic_depthlab_core.cli import run_command
 from panoptic_depthlab_ros.image_publisher import serialize_image
 
 STORAGES = ("mcap", "sqlite3")
@@ -570,17 +572,6 @@ class SalvageSqliteReader:
 
 def cli_main(add_arguments: Any, run: Any, prog: str, argv: Sequence[str] | None = None) -> int:
     """``python -m panoptic_depthlab_ros.bags.X``: one subcommand without building the whole CLI."""
-    import argparse
-    import sys
-
     parser = argparse.ArgumentParser(prog=prog)
     add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return int(run(args) or 0)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 2
+    return run_command(prog, run, parser.parse_args(argv))  # the CLI's error handling, the same exit codes
