@@ -411,6 +411,32 @@ class BagReport:
             return EXIT_INTERRUPTED
         return EXIT_DAMAGED if self.error is not None else EXIT_OK
 
+    def to_dict(self, per_frame: bool = True) -> dict[str, Any]:
+        """JSON-ready: what per_frame.json holds (the metrics summaries are in metrics.json)."""
+        out = {
+            "input_bag": self.input_bag,
+            "output_bag": self.output_bag,
+            "metrics_dir": self.metrics_dir,
+            "frames": self.frames,
+            "frames_with_gt": self.frames_with_gt,
+            "rejected": self.rejected,
+            "seconds": round(self.seconds, 3),
+            "frames_per_second": round(self.frames_per_second, 3) if self.frames_per_second else None,
+            "complete": self.complete,
+            "error": self.error,
+            "interrupted": self.interrupted,
+            "exit_code": self.exit_code,
+            "cameras": {
+                topic: {k: v for k, v in asdict(camera).items() if k != "summary"}
+                for topic, camera in self.cameras.items()
+            },
+            "warnings": list(self.warnings),
+            "output_messages": dict(self.output_counts),
+        }
+        if per_frame:
+            out["per_frame"] = list(self.per_frame)
+        return out
+
 
 BagEvalResult = BagReport  # the earlier name
 
@@ -909,26 +935,7 @@ class BagEvaluator:
                     write_report(camera.summary, self.metrics_dir)
                 else:
                     write_report(camera.summary, self.metrics_dir / camera_dir_name(camera))
-        info = {
-            "input_bag": report.input_bag,
-            "output_bag": report.output_bag,
-            "frames": report.frames,
-            "frames_with_gt": report.frames_with_gt,
-            "rejected": report.rejected,
-            "seconds": round(report.seconds, 3),
-            "frames_per_second": round(report.frames_per_second, 3) if report.frames_per_second else None,
-            "complete": report.complete,
-            "error": report.error,
-            "interrupted": report.interrupted,
-            "pairing_window_s": self.options.pairing_window_s,
-            "cameras": {
-                topic: {k: v for k, v in asdict(camera).items() if k != "summary"}
-                for topic, camera in report.cameras.items()
-            },
-            "warnings": report.warnings,
-            "output_messages": report.output_counts,
-            "per_frame": report.per_frame,
-        }
+        info = {**report.to_dict(), "pairing_window_s": self.options.pairing_window_s}
         (self.metrics_dir / "per_frame.json").write_text(
             json.dumps(info, indent=2, default=_json_default) + "\n"
         )

@@ -70,9 +70,15 @@ def log_time_of(cam: Cam, k: int) -> int:
 
 
 def recorded_messages(
-    cams: tuple[Cam, ...], frames: int = FRAMES, size: tuple[int, int] = SIZE, info_lag_ns: int = INFO_DELAY_NS
+    cams: tuple[Cam, ...],
+    frames: int = FRAMES,
+    size: tuple[int, int] = SIZE,
+    info_lag_ns: int = INFO_DELAY_NS,
+    gt_lag_ns: int = 2 * INFO_DELAY_NS + 1_000_000,
+    gt_size: tuple[int, int] | None = None,
 ) -> tuple[object, list[tuple[str, str, int, object]]]:
-    """(stock rosbags typestore, [(topic, type, bag time, rosbags message)]) in bag-time order."""
+    """(stock rosbags typestore, [(topic, type, bag time, rosbags message)]) in bag-time order.
+    ``gt_lag_ns`` < 0: GT recorded before its image; ``gt_size``: the GT maps of frame 1 cut to it."""
     import cv2
     from rosbags.typesys import Stores, get_typestore
 
@@ -92,11 +98,11 @@ def recorded_messages(
         pixels = np.ascontiguousarray(pixels)
         return T["sensor_msgs/msg/Image"](
             header=header(stamp, frame_id),
-            height=height,
-            width=width,
+            height=pixels.shape[0],
+            width=pixels.shape[1],
             encoding=encoding,
             is_bigendian=0,
-            step=pixels.nbytes // height,
+            step=pixels.nbytes // pixels.shape[0],
             data=pixels.reshape(-1).view(np.uint8),
         )
 
@@ -141,7 +147,9 @@ def recorded_messages(
                 pan16 = np.where(pan < 0, 65535, pan).astype(np.uint16)
                 depth = np.asarray(frame.depth_m, dtype=np.float32).copy()
                 depth[~np.isfinite(depth) | (depth <= 0)] = np.nan
-                gt_time = log_time + 2 * info_lag_ns + 1_000_000
+                gt_time = log_time + gt_lag_ns
+                if gt_size is not None and k == 1:
+                    pan16, depth = pan16[: gt_size[0], : gt_size[1]], depth[: gt_size[0], : gt_size[1]]
                 records.append(
                     (
                         f"{cam.gt_prefix}/panoptic",
@@ -434,6 +442,42 @@ def test_camera_info_window_and_counted_fallback(tmp_path, processor, params):
     assert [m.k[0] for _, _, m in infos] == [fx_of(cam, k) for k in (0, 1, 2)]
     rows = json.loads((tmp_path / "narrow_metrics" / "per_frame.json").read_text())["per_frame"]
     assert [r["camera_info"] for r in rows] == ["none", "fallback", "fallback", "fallback"]
+
+
+def test_gt_before_or_after_the_image_gives_the_same_metrics(tmp_path, processor, params):
+    """GT recorded before its image or after it: paired by stamp either way, the same numbers. A GT
+    of the wrong size is skipped for that frame (counted, one warning), the run goes on."""
+    cam = replace(FRONT, info_topic=None)
+    summaries = {}
+    for name, lag in (("before", -3_000_000), ("after", 40_000_000)):
+        store, records = recorded_messages((cam,), gt_lag_ns=lag)
+        bag = write_bag(tmp_path / f"bag_{name}", "rosbags-mcap", store, records)
+        options = bag_eval.BagEvalOptions(
+            image_topics=(cam.image_topic,),
+            gt_depth_topics=(f"{cam.gt_prefix}/depth",),
+            gt_panoptic_topics=(f"{cam.gt_prefix}/panoptic",),
+            params=params,
+            progress=False,
+        )
+        report = bag_eval.evaluate_bag(bag, tmp_path / f"out_{name}", options, processor=processor)
+        assert report.frames_with_gt == FRAMES and report.cameras[cam.image_topic].gt_missing == 0
+        summaries[name] = report.summary
+    assert summaries["before"] == summaries["after"] and summaries["before"]["frames"] == FRAMES
+
+    store, records = recorded_messages((cam,), gt_size=(32, 128))
+    bag = write_bag(tmp_path / "bag_bad_gt", "rosbags-sqlite3", store, records)
+    options = bag_eval.BagEvalOptions(
+        image_topics=(cam.image_topic,),
+        gt_depth_topics=(f"{cam.gt_prefix}/depth",),
+        gt_panoptic_topics=(f"{cam.gt_prefix}/panoptic",),
+        params=params,
+        progress=False,
+    )
+    report = bag_eval.evaluate_bag(bag, tmp_path / "out_bad_gt", options, processor=processor)
+    result = report.cameras[cam.image_topic]
+    assert report.exit_code == 0 and result.frames == FRAMES and result.frames_with_gt == FRAMES - 1
+    assert result.gt_rejected == {"gt_size_mismatch": 1}
+    assert sum("GT not used" in w and "128x32" in w for w in report.warnings) == 1
 
 
 DETERMINISM_SCRIPT = """
