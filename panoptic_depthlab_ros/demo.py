@@ -31,6 +31,7 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
+from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
 from PIL import Image as PILImage
 
 from panoptic_depthlab_core.config import ConfigError
@@ -42,8 +43,22 @@ from panoptic_depthlab_ros.bag_types import make_typestore
 from panoptic_depthlab_ros.cli import main as cli_main
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-FALLBACK_CONFIG = REPO_ROOT / "config" / "models" / "panoptic_depthlab_small.yaml"
-SHM_PROFILE = REPO_ROOT / "config" / "fastdds_shm.xml"
+
+
+def _config_dir() -> Path:
+    """config/ of this checkout, or the one ``colcon build`` installed into share/panoptic_depthlab."""
+    checkout = REPO_ROOT / "config"
+    if checkout.is_dir():
+        return checkout
+    try:
+        return Path(get_package_share_directory("panoptic_depthlab")) / "config"
+    except PackageNotFoundError:
+        return checkout
+
+
+CONFIG_DIR = _config_dir()
+FALLBACK_CONFIG = CONFIG_DIR / "models" / "panoptic_depthlab_small.yaml"
+SHM_PROFILE = CONFIG_DIR / "fastdds_shm.xml"
 MARKER = ".panoptic_depthlab_demo"
 NODE_NAME = "panoptic_depthlab"
 OUTPUT_NAMES = (
@@ -115,6 +130,11 @@ class DemoState:
     notes: list[str] = field(default_factory=list)
 
 
+def _shown(path: Path) -> Path:
+    """A path as the report shows it: relative to the checkout where it lies inside it."""
+    return path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path
+
+
 def _log(text: str) -> None:
     print(f"[demo] {text}", flush=True)
 
@@ -168,7 +188,7 @@ def choose_model(out: Path, net_hw: tuple[int, int]) -> tuple[bool, list[str], l
     size_args = ["--input-size", f"{net_hw[0]}x{net_hw[1]}"]
     size_params = [f"input_height:={net_hw[0]}", f"input_width:={net_hw[1]}"]
     if DEFAULT_CONFIG.exists() and DEFAULT_WEIGHTS.exists():
-        note = f"the shipped default model ({DEFAULT_WEIGHTS.relative_to(REPO_ROOT)})"
+        note = f"the shipped default model ({_shown(DEFAULT_WEIGHTS)})"
         return True, size_args, size_params, note
     if not FALLBACK_CONFIG.exists():
         raise FileNotFoundError(f"neither the default model {DEFAULT_WEIGHTS} nor {FALLBACK_CONFIG} exists")
@@ -176,8 +196,8 @@ def choose_model(out: Path, net_hw: tuple[int, int]) -> tuple[bool, list[str], l
     weights = out / "untrained_small.safetensors"
     save_safetensors(build_model(load_pipeline_config(FALLBACK_CONFIG).model).state_dict(), weights)
     note = (
-        f"UNTRAINED weights: the shipped default model ({DEFAULT_WEIGHTS.relative_to(REPO_ROOT)}) is not "
-        f"there, so {FALLBACK_CONFIG.relative_to(REPO_ROOT)} with seeded random weights is used. The "
+        f"UNTRAINED weights: the shipped default model ({_shown(DEFAULT_WEIGHTS)}) is not "
+        f"there, so {_shown(FALLBACK_CONFIG)} with seeded random weights is used. The "
         "plumbing is real; the predictions and metrics are meaningless until the default model ships."
     )
     model_args = ["--config", str(FALLBACK_CONFIG), "--weights", str(weights), *size_args]
