@@ -24,8 +24,8 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
+from panoptic_depthlab_core.config import parse_size  # noqa: E402
 from panoptic_depthlab_core.data.synthetic import render_frame, write_frame  # noqa: E402
-from panoptic_depthlab_core.data.synthetic.cli import parse_size  # noqa: E402
 
 
 def main() -> int:

@@ -6,6 +6,7 @@ in a YAML file never silently falls back to a default.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import types
 import typing
@@ -145,3 +146,22 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path}: top level must be a mapping")
     return data
+
+
+class SizeError(ConfigError, argparse.ArgumentTypeError):
+    """A ``HxW`` size that does not parse; argparse shows its message as it is."""
+
+
+def parse_size(text: str, minimum: int = 8) -> tuple[int, int]:
+    """``'512x1024'`` -> (512, 1024): height x width, each at least ``minimum`` pixels.
+
+    The one parser of image and network sizes for every command line (``--size``, ``--sizes``,
+    ``--resize``, ``--input-size``); usable as an argparse ``type=``."""
+    parts = str(text).strip().lower().split("x")
+    try:
+        h, w = (int(p) for p in parts)
+    except ValueError:
+        raise SizeError(f"size must look like HEIGHTxWIDTH (e.g. 512x1024), got {text!r}") from None
+    if h < minimum or w < minimum:
+        raise SizeError(f"size must be at least {minimum}x{minimum}, got {text!r}")
+    return h, w

@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from panoptic_depthlab_core.config import parse_size  # noqa: F401 - the bag commands' --size parser
+
 IMAGE_TOPIC = "/camera/image_raw"
 CAMERA_INFO_TOPIC = "/camera/camera_info"
 GT_DEPTH_TOPIC = "/gt/depth"
@@ -209,14 +211,3 @@ def write_drive_bag(
             if on_frame is not None:
                 on_frame(index)
         return dict(writer.counts)
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """``HxW`` -> (H, W)."""
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError as exc:
-        raise ValueError(f"size must look like HEIGHTxWIDTH (e.g. 256x512), got {text!r}") from exc
-    if h < 8 or w < 8:
-        raise ValueError(f"size must be at least 8x8, got {text!r}")
-    return h, w

@@ -6,17 +6,7 @@ import argparse
 import sys
 import time
 
-
-def parse_size(text: str) -> tuple[int, int]:
-    """'512x1024' -> (512, 1024) (height x width)."""
-    parts = text.lower().split("x")
-    try:
-        h, w = (int(p) for p in parts)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must look like HxW (e.g. 512x1024), got {text!r}") from None
-    if h < 8 or w < 8:
-        raise argparse.ArgumentTypeError(f"size must be at least 8x8, got {text!r}")
-    return h, w
+from panoptic_depthlab_core.config import parse_size
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
