@@ -151,6 +151,7 @@ def test_cli_is_on_path_after_sourcing_setup_bash(built) -> None:
     check = _sourced(
         install,
         "command -v panoptic-depthlab && panoptic-depthlab --help && "
+        f"panoptic-depthlab synth --out {workspace / 'synth'} --num 1 --size 32x64 --quiet && "
         f"{sys.executable} -c 'import panoptic_depthlab_ros.cli as m; print(m.__file__)'",
     )
     assert check.returncode == 0, check.stdout + check.stderr
@@ -158,6 +159,7 @@ def test_cli_is_on_path_after_sourcing_setup_bash(built) -> None:
     assert lines[0] == str(install / PACKAGE / "bin" / "panoptic-depthlab")
     assert "synth-bag" in check.stdout and "infer" in check.stdout
     assert lines[-1].startswith(str(install / PACKAGE / "lib"))  # the installed copy, not this checkout
+    assert list((workspace / "synth" / "leftImg8bit" / "train").glob("*/*_leftImg8bit.png"))
 
 
 def test_symlink_and_merge_install_give_the_same_commands(workspace: Path) -> None:
