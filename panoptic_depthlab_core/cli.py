@@ -37,29 +37,15 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     ),
 }
 
-# Top-level modules that only a ROS 2 installation provides: a subcommand missing one of them gets
-# told so, instead of a traceback.
-ROS_MODULES = frozenset(
-    {
-        "rclpy",
-        "rcl_interfaces",
-        "lifecycle_msgs",
-        "builtin_interfaces",
-        "std_msgs",
-        "sensor_msgs",
-        "geometry_msgs",
-        "vision_msgs",
-        "visualization_msgs",
-        "diagnostic_msgs",
-        "ament_index_python",
-    }
-)
+# Modules only a ROS 2 installation provides (besides every *_msgs package): a subcommand missing one
+# is told to source ROS 2 instead of showing a traceback. Names only; the core imports none of them.
+ROS_MODULES = frozenset({"rclpy", "rcl_interfaces", "builtin_interfaces", "ament_index_python"})
 
 
 def missing_dependency_message(prog: str, exc: ModuleNotFoundError) -> str:
     """One line naming the module a subcommand needs and where it comes from."""
     missing = (exc.name or str(exc)).split(".")[0]
-    if missing in ROS_MODULES:
+    if missing in ROS_MODULES or missing.endswith("_msgs"):
         hint = "a ROS 2 package: source your ROS 2 setup.bash (or pip install -r requirements/ros.txt)"
     else:
         hint = "install it (see docs/install.md)"
