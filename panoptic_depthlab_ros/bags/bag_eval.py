@@ -865,7 +865,8 @@ class BagEvaluator:
                             except ValueError as exc:
                                 uncopyable.add(message.topic)
                                 self._warn(report, f"--copy-inputs: {message.topic} not copied: {exc}", bar)
-                        latest_log_ns = max(latest_log_ns, message.log_time_ns)
+                        if message.topic in routes:  # (so --copy-inputs pairs exactly as without)
+                            latest_log_ns = max(latest_log_ns, message.log_time_ns)
                         for camera, role in routes.get(message.topic, ()):
                             try:
                                 stamp = stamp_from_cdr(message.raw)
