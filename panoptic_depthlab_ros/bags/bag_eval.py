@@ -482,6 +482,12 @@ class StampStore:
             self._stamps.remove(stamp)
         return item
 
+    def drop_older_than(self, log_time_ns: int) -> None:
+        """Forget messages recorded before ``log_time_ns`` (bag time): no image can claim them now."""
+        old = [stamp for stamp, (_, log_time) in self._items.items() if log_time < log_time_ns]
+        for stamp in old:
+            self.pop(stamp)
+
     def latest_before(self, stamp: int) -> tuple[int, bytes, int] | None:
         """(stamp, raw, bag time) of the newest message stamped before ``stamp``."""
         i = bisect.bisect_left(self._stamps, stamp)
@@ -691,6 +697,7 @@ class BagEvaluator:
             bar = tqdm(total=total, unit="frame", desc="bag-eval", disable=not opts.progress, dynamic_ncols=True)
             source_connections = {c.topic: c for c in reader.connections}
             uncopyable: set[str] = set()
+            gt_topics = {topic for camera in cameras for topic in camera.gt}
             pending: deque[PendingFrame] = deque()  # every camera's images, in bag order
             latest_log_ns = -(2**63)
 
@@ -888,6 +895,14 @@ class BagEvaluator:
                                 camera.gt[role].put(stamp, message.raw, message.log_time_ns)
                         while pending and ready(pending[0]):
                             finish(pending.popleft())
+                        if message.topic in gt_topics:
+                            # GT pairs within the window on either side of its image: what is older
+                            # than that for the oldest image still to come or waiting is dropped (GT
+                            # maps are large, and GT of frames without an image would pile up).
+                            oldest = pending[0].log_time_ns if pending else latest_log_ns
+                            for camera in cameras:
+                                for store in camera.gt.values():
+                                    store.drop_older_than(oldest - window_ns)
                         if done_reading():
                             break
                 while pending:

@@ -615,3 +615,19 @@ def test_cli_exit_codes_for_bad_bags(tmp_path, tiny_model, capsys):
     lines = [line for line in none.err.splitlines() if line.strip()]
     assert len(lines) == 1 and "no image messages on /front/image_raw" in lines[0], lines
     assert not (tmp_path / "out_empty").exists()
+
+
+def test_stamp_store_pairs_by_stamp_and_forgets_old_messages():
+    """The pairing store: exact stamps, the latest earlier stamp, a size cap, and bag-time expiry."""
+    store = bag_eval.StampStore(size=3)
+    for stamp, log_time in ((30, 300), (10, 100), (20, 200), (40, 400)):  # out of stamp order
+        store.put(stamp, f"m{stamp}".encode(), log_time)
+    assert 10 not in store and [s for s in (20, 30, 40) if s in store] == [20, 30, 40]  # oldest stamp went
+    assert store.get(30) == (b"m30", 300) and store.get(35) is None
+    assert store.latest_before(35)[:2] == (30, b"m30") and store.latest_before(20) is None
+    assert store.pop(30) == (b"m30", 300) and store.latest_before(35)[0] == 20
+    store.drop_older_than(300)
+    assert 20 not in store and 40 in store
+    assert bag_eval.camera_namespaces(["/front/image_raw", "/left/image_raw/compressed"]) == ["front", "left"]
+    assert bag_eval.camera_namespaces(["/left_image", "/right_image"]) == ["left_image", "right_image"]
+    assert bag_eval.camera_namespaces(["/cam/image_raw"]) == [""]
