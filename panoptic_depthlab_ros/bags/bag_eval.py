@@ -665,6 +665,8 @@ class BagEvaluator:
         opts = self.options
         report = BagReport(str(self.in_bag), str(self.out_bag), str(self.metrics_dir))
         self._owns_processor = False
+        if self.out_bag.exists():  # before the model is loaded
+            raise ValueError(f"output bag {self.out_bag} already exists; remove it or choose another path")
         reader = open_bag(self.in_bag)
         writer = None
         bar = None
