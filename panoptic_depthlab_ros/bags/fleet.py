@@ -71,7 +71,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--workers",
         type=int,
         default=None,
-        help="local worker processes (default: one per core); with --ray: most bags in flight (default: all)",
+        help="local worker processes (default: one per core; 0 = in this process, for debugging); "
+        "with --ray: most bags in flight (default: all)",
     )
     parser.add_argument(
         "--ray",
@@ -610,6 +611,20 @@ def run_local(jobs: list[BagJob], workers: int, retries: int, gpus: list[str] | 
     return outcomes
 
 
+def run_inline(jobs: list[BagJob], on_outcome: Any = None) -> list[BagOutcome]:
+    """Evaluate ``jobs`` one after the other in this process (``--workers 0``): no isolation from a
+    crash, but a debugger and a profiler see everything."""
+    cache = ProcessorCache()
+    outcomes = []
+    for job in jobs:
+        outcome = process_bag(job, cache)
+        outcome.attempts = 1
+        outcomes.append(outcome)
+        if on_outcome is not None:
+            on_outcome(outcome)
+    return outcomes
+
+
 def _exit_reason(code: int | None) -> str:
     if code is None:
         return "still running"
@@ -826,8 +841,8 @@ def run_fleet(args: argparse.Namespace) -> dict:
     """Plan, skip finished bags, run the rest (local processes or Ray), write the report."""
     if args.retries < 0:
         raise ValueError(f"--retries must be >= 0, got {args.retries}")
-    if args.workers is not None and args.workers < 1:
-        raise ValueError(f"--workers must be >= 1, got {args.workers}")
+    if args.workers is not None and args.workers < 0:
+        raise ValueError(f"--workers must be >= 0, got {args.workers}")
     out_dir = Path(args.out_dir).resolve()
     args.out_dir = out_dir
     t0 = time.perf_counter()
@@ -866,6 +881,10 @@ def run_fleet(args: argparse.Namespace) -> dict:
                 todo = [_with_threads(j, threads) for j in todo]
                 meta.update(executor="ray", ray_address=args.ray, gpus_per_bag=gpus, cpus_per_bag=args.cpus_per_bag)
                 outcomes += run_ray(todo, args.ray, args.cpus_per_bag, gpus, args.retries, args.workers, progress)
+            elif todo and args.workers == 0:
+                threads = args.threads_per_worker or 0
+                meta.update(executor="inline", workers=0, threads_per_worker=threads)
+                outcomes += run_inline([_with_threads(j, threads) for j in todo], progress)
             elif todo:
                 workers = min(args.workers or cores, len(todo))
                 threads = args.threads_per_worker or max(1, cores // workers)
