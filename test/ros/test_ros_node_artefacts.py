@@ -174,3 +174,19 @@ def test_node_runs_prebuilt_artefacts_and_refuses_bad_ones(ros_env, pdl_weights,
         time.sleep(0.1)
     finally:
         node.stop()
+
+
+def test_artefact_parameters_resolve_backend_and_refuse_impossible_combinations() -> None:
+    """Checked at configure (they may be set one at a time before it)."""
+    from panoptic_depthlab_ros.params import NodeParams
+    from panoptic_depthlab_ros.processing import artefact_backend, artefact_problems
+
+    assert artefact_backend(NodeParams(onnx_path="m.onnx")) == "onnxruntime"
+    assert artefact_backend(NodeParams(onnx_path="m.onnx", engine_path="m.engine")) == "tensorrt"
+    assert artefact_backend(NodeParams()) == "auto" and artefact_problems(NodeParams()) == []
+    assert artefact_problems(NodeParams(precision="int8", onnx_path="m_int8.onnx")) == []
+    (problem,) = artefact_problems(NodeParams(precision="int8", backend="onnxruntime"))
+    assert "precision int8 runs an int8 ONNX file or engine: set onnx_path" in problem
+    engine_for_ort = NodeParams(backend="onnxruntime", engine_path="e.engine")
+    assert "backend onnxruntime cannot run it" in artefact_problems(engine_for_ort)[0]
+    assert "not used by backend torch" in artefact_problems(NodeParams(backend="torch", onnx_path="m.onnx"))[0]

@@ -299,11 +299,10 @@ def gpu_setup(tmp_path_factory):
 
 def _precision_onnx(model, precision: str, out: Path) -> Path:
     """The model exported at ``precision`` by the project's own export (precision lives in the file)."""
-    from panoptic_depthlab_core.export import onnx_export
+    from panoptic_depthlab_core.export.calibration import CalibrationDataReader
 
-    if precision == "fp32":
-        return export_onnx(model, out, *INPUT_HW)
-    return onnx_export.export_onnx(model, out, *INPUT_HW, precision=precision, calibration="synthetic")
+    calibration = CalibrationDataReader("synthetic", INPUT_HW, max_images=8) if precision == "int8" else None
+    return export_onnx(model, out, *INPUT_HW, precision=precision, calibration=calibration)
 
 
 @needs_cuda
@@ -383,3 +382,28 @@ def test_cuda_tensorrt_builds_on_the_configured_device(gpu_setup, tmp_path: Path
     assert backend.artefact.built_on.startswith(torch.cuda.get_device_name(1))
     out = backend(images.to("cuda:1"))
     assert out["depth"].device == torch.device("cuda:1")
+
+
+def test_export_tensorrt_cli_ships_engine_and_sidecar(fake_trt, monkeypatch, tmp_path: Path, capsys) -> None:
+    """`export tensorrt --engine`: the precision comes from the file, the engine and its sidecar land where asked."""
+    from panoptic_depthlab_core.cli import main
+    from panoptic_depthlab_core.export import engine_cache
+
+    trt, calls = fake_trt
+    env = replace(ORIN, tensorrt_version=trt.__version__)
+    monkeypatch.setattr(engine_cache, "current_environment", lambda device_index=0: env)
+    onnx_path = qdq_onnx(tmp_path / "model_int8.onnx")
+    shipped = tmp_path / "ship" / "model_int8.engine"
+    argv = ["export", "tensorrt", "--onnx", str(onnx_path), "--engine", str(shipped),
+            "--engine-cache-dir", str(tmp_path / "engines"), "--optimization-level", "4"]  # fmt: skip
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    sidecar = json.loads(sidecar_path_for(shipped).read_text())
+    assert shipped.read_bytes().startswith(b"FAKE-ENGINE") and calls.builds == 1
+    assert sidecar["key"]["precision"] == "int8" and sidecar["key"]["builder_optimization_level"] == 4
+    assert report["engine"] == str(shipped) and "int8 built on NVIDIA Orin" in report["artefact"]
+    # the shipped engine is what the node then loads, with no build
+    cfg = _cfg(tmp_path, precision="int8", engine_path=str(shipped), allow_engine_rebuild=False)
+    assert prepare_engine(cfg, INPUT_HW, env=env).artefact.origin == "prebuilt" and calls.builds == 1
+    assert main(["export", "tensorrt", "--onnx", str(onnx_path), "--precision", "fp16"]) == 2
+    assert "is int8" in capsys.readouterr().err
