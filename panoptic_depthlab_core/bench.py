@@ -141,9 +141,10 @@ def skip_reason(backend: str, precision: str, device: str) -> str:
             return "TensorRT not importable"
         if not cuda:
             return "tensorrt needs a CUDA device"
-        if precision == "int8":
+        if precision != "fp32":
             return (
-                "int8 needs calibration data: build with `panoptic-depthlab export tensorrt --precision int8`"
+                f"a {precision} engine is built from a {precision} ONNX file (export onnx --precision "
+                f"{precision}); this bench exports fp32 only (scripts/gpu_parity.py runs fp16/int8 engines)"
             )
     if backend == "torch" and precision == "int8":
         return "torch backend has no int8"
