@@ -11,7 +11,14 @@ import argparse
 import json
 from pathlib import Path
 
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from .data.cityscapes import read_image
 from .eval.prediction_export import DEPTH_FORMATS, PredictionExporter, image_id_from_filename, resolve_depth_format
+from .predictor import Predictor
+from .viz import VizConfig, colorize_depth, colorize_panoptic, overlay_distance
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff", ".webp"}
 
@@ -66,8 +73,6 @@ def collect_images(inputs: list[str]) -> list[Path]:
 
 
 def intrinsics_from_args(args: argparse.Namespace):
-    import numpy as np
-
     given = [getattr(args, n) is not None for n in ("fx", "fy", "cx", "cy")]
     if not any(given):
         return None
@@ -77,13 +82,6 @@ def intrinsics_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    import cv2
-    import numpy as np
-    from tqdm import tqdm
-
-    from .predictor import Predictor
-    from .viz import VizConfig, colorize_depth, colorize_panoptic, overlay_distance
-
     images = collect_images(args.inputs)
     K = intrinsics_from_args(args)
     predictor = Predictor.from_config(args.config, args.weights, backend=args.backend, device=args.device,
@@ -99,10 +97,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("--depth-format disparity needs --baseline and the intrinsics (--fx ...)")
         exporter = PredictionExporter(args.export_predictions, "predictions", depth_format)
     for path in tqdm(images, desc="infer", unit="img", disable=len(images) < 2):
-        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise ValueError(f"cannot decode image {path}")
-        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        rgb = read_image(path)
         result = predictor.predict(rgb, K)
         stem = path.stem
         overlay_bgr = overlay_distance(

@@ -18,8 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 
 from .metadata import CLASS_NAMES
+from .model import ModelConfig, build_model
 
 log = logging.getLogger(__name__)
 
@@ -80,9 +84,6 @@ def file_sha256(path: str | Path) -> str:
 def save_safetensors(state_dict: dict[str, Any], path: str | Path, metadata: dict[str, str] | None = None,
                      dtype: Any = None) -> None:
     """Write tensors (torch or numpy) atomically; ``dtype`` (e.g. torch.float16) casts floating tensors."""
-    import torch
-    from safetensors.torch import save_file
-
     tensors = {}
     for k, v in state_dict.items():
         t = torch.as_tensor(v).detach().cpu()
@@ -97,9 +98,6 @@ def save_safetensors(state_dict: dict[str, Any], path: str | Path, metadata: dic
 
 
 def load_safetensors(path: str | Path) -> dict[str, Any]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
@@ -129,8 +127,6 @@ def load_model_weights(model: Any, path: str | Path, allow_missing_prefixes: tup
     Keys under ``allow_missing_prefixes`` may be absent (they keep their fresh initialisation); the
     list of such keys is returned.
     """
-    import torch
-
     loaded = load_safetensors(path)
     model_sd = model.state_dict()
     missing, unexpected, mismatched = check_state_dict(model_sd, loaded)
@@ -157,10 +153,6 @@ def convert_detectron2(pkl_path: str | Path, out_path: str | Path, variant: str 
     freshly initialised depth decoder (with a warning), so it runs but its depth is meaningless until
     the depth decoder is trained.
     """
-    import torch
-
-    from .model import ModelConfig, build_model
-
     pkl_path = Path(pkl_path)
     if not pkl_path.is_file():
         raise FileNotFoundError(f"detectron2 checkpoint not found: {pkl_path}")

@@ -1,5 +1,6 @@
 """The Panoptic-DepthLab network (detectron2-exact Panoptic-DeepLab + a metric depth decoder)."""
 
+from ..config import from_dict, load_yaml
 from .config import ModelConfig
 from .panoptic_depthlab import OUTPUT_NAMES, PanopticDepthLab, build_model, check_images
 
@@ -8,8 +9,6 @@ __all__ = ["ModelConfig", "OUTPUT_NAMES", "PanopticDepthLab", "build_model", "ch
 
 def load_model_config(path) -> ModelConfig:
     """Read a model YAML (either the bare model section or a file with a top-level ``model:`` key)."""
-    from ..config import from_dict, load_yaml
-
     data = load_yaml(path)
     if "model" in data and isinstance(data["model"], dict):
         data = data["model"]

@@ -16,6 +16,12 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from tqdm import tqdm
+
+from panoptic_depthlab_core.data.loader import build_dataloader
+from panoptic_depthlab_core.model import build_model
+from panoptic_depthlab_core.train.config import load_train_config
+from panoptic_depthlab_core.weights import load_model_weights, save_safetensors
 
 
 @torch.no_grad()
@@ -64,13 +70,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from panoptic_depthlab_core.data.loader import build_dataloader
-    from panoptic_depthlab_core.model import build_model
-    from panoptic_depthlab_core.train.config import load_train_config
-    from panoptic_depthlab_core.weights import load_model_weights, save_safetensors
-
     if args.batches <= 0:
         raise ValueError(f"--batches must be positive, got {args.batches}")
     cfg = load_train_config(args.config, args.opts)

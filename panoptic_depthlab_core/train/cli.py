@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+
+import torch.distributed as dist
+
+from panoptic_depthlab_core.train.config import load_train_config
+from panoptic_depthlab_core.train.trainer import NonFiniteLossError, train
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,11 +31,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
-
-    from panoptic_depthlab_core.train.config import load_train_config
-    from panoptic_depthlab_core.train.trainer import NonFiniteLossError, train
-
     rank = int(os.environ.get("RANK", "0"))
     logging.basicConfig(
         level=logging.INFO if rank == 0 else logging.WARNING,
@@ -43,8 +44,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"panoptic-depthlab train: stopped: {exc}", file=sys.stderr)
         return 3
     finally:
-        import torch.distributed as dist
-
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
     if rank == 0:

@@ -20,14 +20,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 import torch.distributed as dist
+import yaml
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from tqdm import tqdm
 
 from panoptic_depthlab_core.config import to_dict
+from panoptic_depthlab_core.data.loader import PanopticDepthDataset, build_dataloader
+from panoptic_depthlab_core.metadata import IGNORE_LABEL, PALETTE
 from panoptic_depthlab_core.model import build_model
+from panoptic_depthlab_core.train.bn_recalibration import recalibrate_batchnorm
 from panoptic_depthlab_core.train.checkpoint import (
     CheckpointError,
     CheckpointManager,
@@ -35,8 +41,10 @@ from panoptic_depthlab_core.train.checkpoint import (
     set_rng_state,
 )
 from panoptic_depthlab_core.train.config import TrainConfig
+from panoptic_depthlab_core.train.cpu_speedups import use_space_to_batch_depthwise
 from panoptic_depthlab_core.train.losses import panoptic_depth_losses
 from panoptic_depthlab_core.train.schedule import WarmupPolyLR
+from panoptic_depthlab_core.weights import check_state_dict, load_model_weights, save_safetensors
 
 log = logging.getLogger("panoptic_depthlab.train")
 
@@ -122,8 +130,6 @@ class ResumableDistributedSampler(Sampler):
 
 def build_train_dataset(cfg: TrainConfig) -> Dataset:
     """The augmented training set; ``dataset[(index, seed)]`` draws its augmentation from ``seed``."""
-    from panoptic_depthlab_core.data.loader import PanopticDepthDataset
-
     return PanopticDepthDataset(cfg.data)
 
 
@@ -202,8 +208,6 @@ def set_train_mode(model: nn.Module, frozen_modules: list[str]) -> None:
 
 # -------------------------------------------------------------------------------------- summaries
 def _colorize_depth(depth_m: np.ndarray, max_depth: float) -> np.ndarray:
-    import cv2
-
     norm = np.clip(np.nan_to_num(depth_m, nan=0.0) / max_depth, 0, 1)
     return cv2.applyColorMap((255 * (1 - norm)).astype(np.uint8), cv2.COLORMAP_TURBO)[..., ::-1]
 
@@ -212,8 +216,6 @@ def image_summary(
     batch: dict[str, torch.Tensor], outputs: dict[str, torch.Tensor], max_depth: float
 ) -> np.ndarray:
     """First image of the batch: [semantic overlay pred | GT] over [depth pred | GT], HWC uint8."""
-    from panoptic_depthlab_core.metadata import IGNORE_LABEL, PALETTE
-
     image = batch["image"][0].detach().float().cpu().permute(1, 2, 0).numpy().clip(0, 255)
     pred_sem = outputs["sem_logits"][0].detach().argmax(0).cpu().numpy()
     gt_sem = batch["sem_seg"][0].detach().cpu().numpy()
@@ -281,9 +283,6 @@ def _recalibrate_bn(model: nn.Module, cfg: TrainConfig, frozen_modules: list[str
     running ones, so a resume is unaffected). Same batches as ``panoptic-depthlab recalibrate-bn
     --batch-size <ims_per_batch> --seed <seed>`` (same statistics up to float rounding). Under DDP
     rank 0 does it, and only rank 0 writes the final weights."""
-    from panoptic_depthlab_core.data.loader import build_dataloader
-    from panoptic_depthlab_core.train.bn_recalibration import recalibrate_batchnorm
-
     loader = build_dataloader(cfg.data, cfg.solver.ims_per_batch, train=True, seed=cfg.seed)
     lookup = dict(model.named_modules())
 
@@ -299,8 +298,6 @@ def _recalibrate_bn(model: nn.Module, cfg: TrainConfig, frozen_modules: list[str
 
 
 def _write_run_files(cfg: TrainConfig, out: Path) -> None:
-    import yaml
-
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
     # What the Predictor / eval need to load the weights this run writes.
@@ -354,14 +351,10 @@ def train(
 
     model = build_model(cfg.model)
     if state is None and cfg.init.weights:
-        from panoptic_depthlab_core.weights import load_model_weights
-
         kept = load_model_weights(model, cfg.init.weights, tuple(cfg.init.allow_missing_prefixes))
         if info.is_main:
             log.info("initialised from %s (%d tensors kept their fresh init)", cfg.init.weights, len(kept))
     if state is not None:
-        from panoptic_depthlab_core.weights import check_state_dict
-
         missing, unexpected, mismatched = check_state_dict(model.state_dict(), weights)
         if missing or unexpected or mismatched:
             raise CheckpointError(
@@ -376,8 +369,6 @@ def train(
     memory_format = torch.channels_last if solver.channels_last else torch.contiguous_format
     model.to(memory_format=memory_format)
     if info.device.type == "cpu":
-        from panoptic_depthlab_core.train.cpu_speedups import use_space_to_batch_depthwise
-
         use_space_to_batch_depthwise(model)
 
     params = [p for p in model.parameters() if p.requires_grad]
@@ -437,13 +428,11 @@ def train(
 
     writer = None
     if info.is_main and cfg.logging.tensorboard:
-        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard import SummaryWriter  # heavy (TensorBoard); only when logging to it
 
         writer = SummaryWriter(str(out / "tensorboard"), purge_step=start_iter + 1)
     pbar = None
     if info.is_main and cfg.logging.progress_bar:
-        from tqdm import tqdm
-
         pbar = tqdm(total=solver.max_iter, initial=start_iter, desc="train", unit="it", dynamic_ncols=True)
 
     def save_checkpoint(iteration: int) -> None:
@@ -557,8 +546,6 @@ def train(
 
     final = out / "model_final.safetensors"
     if info.is_main:
-        from panoptic_depthlab_core.weights import save_safetensors
-
         metadata = {"iteration": str(it), "model": cfg.model.name}
         if cfg.bn_recalibration_batches > 0:
             metadata["bn_recalibrated_batches"] = str(_recalibrate_bn(core, cfg, frozen_modules, info))
