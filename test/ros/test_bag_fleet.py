@@ -371,3 +371,60 @@ def _cmdline(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:200]
     except OSError:
         return "(exited)"
+
+
+# ------------------------------------------------------------------------------------------ bag-eval export
+
+
+def test_bag_eval_export_predictions_equal_the_output_bag(bags: Path, model, tmp_path: Path) -> None:
+    """``bag-eval --export-predictions``: the id PNGs hold exactly the ids of the bag's panoptic output,
+    the disparity PNGs its depth (Cityscapes' quantisation), one annotation per frame with its stamp."""
+    import cv2
+    import numpy as np
+    import torch
+
+    from panoptic_depthlab_core.eval.prediction_export import read_exported_panoptic
+    from panoptic_depthlab_ros.bag_types import make_typestore
+    from panoptic_depthlab_ros.bags.bag_eval import gt_image_to_array
+    from panoptic_depthlab_ros.bags.drive_bag import panoptic_from_16u
+    from panoptic_depthlab_ros.cli import main
+
+    config, weights = model
+    out, pred = tmp_path / "out", tmp_path / "pred"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        code = main(["bag-eval", str(bags / "drives" / "drive0"), "--out", str(out), "--config", str(config),
+                     "--weights", str(weights), "--backend", "torch", "--no-progress", "--export-predictions",
+                     str(pred), "--stereo-baseline", "0.2"])  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
+    assert code == 0
+    doc = json.loads((pred / "cityscapes_panoptic_predictions.json").read_text())
+    assert doc["info"]["depth_format"] == "disparity"
+    topics = bag_eval.output_topic_names(bag_eval.DEFAULT_NODE_NAME)
+    store = make_typestore()
+    reader = open_bag(out)
+    maps: dict[str, list] = {"panoptic": [], "depth": [], "camera_info": []}
+    try:
+        for connection, _, raw in reader.messages():
+            for name in maps:
+                if connection.topic == topics[name]:
+                    maps[name].append(store.deserialize_cdr(raw, connection.msgtype))
+    finally:
+        reader.close()
+    assert len(doc["annotations"]) == len(maps["panoptic"]) == FRAMES
+    for i, (ann, pan_msg, depth_msg, info) in enumerate(
+        zip(doc["annotations"], maps["panoptic"], maps["depth"], maps["camera_info"], strict=True)
+    ):
+        assert ann["image_id"] == f"camera-image-raw_000000_{i:06d}"
+        assert ann["stamp_ns"] == pan_msg.header.stamp.sec * 10**9 + pan_msg.header.stamp.nanosec
+        ids = panoptic_from_16u(gt_image_to_array(pan_msg, "panoptic"))
+        np.testing.assert_array_equal(read_exported_panoptic(pred, ann["image_id"], "predictions"), ids)
+        depth = gt_image_to_array(depth_msg, "depth").astype(np.float64)
+        p = cv2.imread(str(pred / ann["depth_file"]), cv2.IMREAD_UNCHANGED).astype(np.float64)
+        fx = float(info.k[0])
+        valid = np.isfinite(depth) & (depth > 0)
+        np.testing.assert_array_equal(p[~valid], 0)
+        expected = np.minimum(np.round(0.2 * fx / depth[valid] * 256) + 1, 65535)
+        np.testing.assert_array_equal(p[valid], expected)
