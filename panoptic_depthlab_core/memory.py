@@ -3,16 +3,12 @@
 By default glibc hands big blocks back to the kernel as soon as they are freed (blocks above the
 mmap threshold are unmapped; free memory at the heap top above the trim threshold is trimmed; a
 worker thread's arena unmaps each of its 64 MiB heaps once it is empty). A frame at 1080p
-allocates and frees dozens of 2-25 MB arrays (image tensor, per-pixel ids, depth, segment
-statistics, output messages), so every frame page-faults them in again. Measured here
-(2-core CPU, 1920x1080, default model, statistics over every input pixel): ~12,000-15,000 minor
-faults and ~40 ms of kernel time per frame; with the thresholds and the top pad raised, ~0 faults
-and 205 ms instead of 240 ms a frame (the small model with random weights: 201 -> 170 ms; with the
-thresholds alone its worker thread still unmapped emptied heaps: 13,000 faults a frame). With the
-statistics at network resolution the node's frame (messages included) still faulted ~3,000-5,000
-pages: ~9 ms. The cost: the process keeps its peak
-heap instead of returning it between frames — what a long-running node wants anyway (its memory
-stays flat at the peak instead of oscillating).
+allocates and frees dozens of multi-megabyte arrays (image tensor, per-pixel ids, depth, segment
+statistics, output messages), so every frame page-faults them in again: thousands of minor faults
+and a noticeable share of the frame in kernel time (measured in docs/performance.md). Raising the
+thresholds alone is not enough: a worker thread's arena still unmaps its emptied heaps, hence the
+top pad too. The cost: the process keeps its peak heap instead of returning it between frames —
+what a long-running node wants anyway (its memory stays flat at the peak instead of oscillating).
 
 The setting is process-wide and lasts for the process; long-running entry points (the ROS node,
 the CLI, the benchmarks) call :func:`retain_freed_memory` once. Elsewhere than glibc it does nothing

@@ -226,7 +226,7 @@ def overlay_distance(
     ``bgr``: return the figure in BGR channel order (what a bgr8 message carries) without another
     full-image copy. ``upsampling`` (``FrameResult.upsampling``): ``panoptic_ids`` is that
     network map upsampled, so each pixel's segment is looked up on the network map and the result
-    upsampled — the same figure, at 1080p ~4 ms faster; ``panoptic_ids`` may then be None (not made)."""
+    upsampled — the same figure from fewer lookups; ``panoptic_ids`` may then be None (not made)."""
     cfg = cfg or VizConfig()
     image = _check_image(image_rgb)
     if panoptic_ids is None and upsampling is None:
@@ -328,7 +328,7 @@ def _composite(image: np.ndarray, index: np.ndarray, lut_inv: np.ndarray, lut_ad
     """image * (256 - a) + colour * a + 128 per pixel (uint16, not yet shifted), by OpenCV lookups.
 
     Same integer arithmetic as :func:`_blend`; outline slots have a = 256, so one lookup per pixel
-    yields fill or outline. At 1920x1080 this was ~3x faster here than per-pixel numpy gathers."""
+    yields fill or outline; table lookups are several times faster than per-pixel numpy gathers."""
     index3 = cv2.merge([index, index, index])
     inv = cv2.LUT(index3, lut_inv.reshape(256, 1, 1).repeat(3, axis=2))
     add = cv2.LUT(index3, lut_add.reshape(256, 1, 3))

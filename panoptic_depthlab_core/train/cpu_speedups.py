@@ -1,11 +1,11 @@
 """Training-time replacement for dilated depthwise convolutions on the CPU.
 
-PyTorch's CPU backward of a *dilated* depthwise convolution takes a slow path: measured here
-(torch 2.14, 2 cores), one 3x3 depthwise conv over [8, 480, 16, 32] with dilation 6-18 (the DSConv
-ASPP branches) took ~320 ms backward against ~3 ms without dilation, and the ten such calls of the
-small model were 2.2 s of a 5 s training step. A stride-1 dilated conv equals an undilated one over
-the dilation's phase sub-grids (space-to-batch, TensorFlow's atrous trick), whose channels-last
-depthwise kernels are fast both ways; taps that only ever read padding are dropped first.
+PyTorch's CPU backward of a *dilated* depthwise convolution takes a slow path, about a hundred
+times slower than without dilation (torch 2.14; docs/performance.md), and the small model's ten such
+calls (the DSConv ASPP branches, dilation 6-18) were almost half of a CPU training step. A
+stride-1 dilated conv equals an undilated one over the dilation's phase sub-grids (space-to-batch,
+TensorFlow's atrous trick), whose channels-last depthwise kernels are fast both ways; taps that
+only ever read padding are dropped first.
 
 Only used while training on the CPU (eval mode, no-grad, export and GPU keep the native kernel);
 the module, its class and its parameters stay as they are, so checkpoints are unchanged.
