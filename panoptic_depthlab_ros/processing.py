@@ -15,17 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from panoptic_depthlab_core.image_messages import DEFAULT_MAX_PIXELS, ImageConversionError, image_message_to_rgb
 from panoptic_depthlab_core.results import FrameResult
-from panoptic_depthlab_ros.image_conversion import (
-    DEFAULT_MAX_PIXELS,
-    CameraInfoError,
-    ImageConversionError,
-    camera_info_to_K,
-    check_camera_info_matches,
-    compressed_msg_to_device,
-    compressed_msg_to_rgb,
-    image_msg_to_rgb,
-)
+from panoptic_depthlab_ros.image_conversion import CameraInfoError, camera_info_to_K, check_camera_info_matches
 from panoptic_depthlab_ros.messages import FrameMessages, MessageOptions, maps_needed, stuff_segments_needed
 from panoptic_depthlab_ros.params import NodeParams
 
@@ -38,23 +30,6 @@ class ProcessedFrame:
     messages: dict[str, Any]
     timings_ms: dict[str, float] = field(default_factory=dict)
     camera_info_error: CameraInfoError | None = None  # why K was not used (3D outputs skipped)
-
-
-def is_compressed(msg: Any) -> bool:
-    """sensor_msgs/CompressedImage has ``format`` and no ``encoding``."""
-    return hasattr(msg, "format") and not hasattr(msg, "encoding")
-
-
-def decode_image(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS, device: Any = None) -> Any:
-    """Image or CompressedImage -> uint8 (H, W, 3) RGB; ImageConversionError with ``reason``.
-
-    With a CUDA ``device``, a compressed JPEG is decoded there and comes back as a device tensor
-    (the all-GPU path); everything else is a numpy array."""
-    if is_compressed(msg):
-        if device is not None and str(device).startswith("cuda"):
-            return compressed_msg_to_device(msg, device, max_pixels=max_pixels)
-        return compressed_msg_to_rgb(msg, max_pixels=max_pixels)
-    return image_msg_to_rgb(msg, max_pixels=max_pixels)
 
 
 def intrinsics_for(camera_info: Any, width: int, height: int, prefer_rectified: bool = True) -> np.ndarray:
@@ -201,7 +176,8 @@ class FrameProcessor:
         options = options or self.options
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
-        rgb = decode_image(image_msg, self.max_pixels, getattr(self.predictor, "device", None))
+        device = getattr(self.predictor, "device", None)
+        rgb = image_message_to_rgb(image_msg, max_pixels=self.max_pixels, device=device)
         height, width = int(rgb.shape[0]), int(rgb.shape[1])
         K = None
         info_error = None
@@ -241,10 +217,8 @@ __all__ = [
     "ImageConversionError",
     "ProcessedFrame",
     "apply_live_params",
-    "decode_image",
     "enabled_outputs",
     "intrinsics_for",
-    "is_compressed",
     "load_predictor",
     "message_options",
     "model_postprocess",
