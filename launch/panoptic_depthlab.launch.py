@@ -18,7 +18,9 @@ from launch_ros.actions import LifecycleNode, Node
 
 # Launch arguments that are passed straight through as node parameters (a test checks that each one
 # names a declared parameter). Empty values leave the params file's value alone.
-PARAMETER_ARGUMENTS = ("weights", "backend", "device", "autostart", "model_config")
+PARAMETER_ARGUMENTS = (
+    "weights", "backend", "device", "autostart", "model_config", "precision", "onnx_path", "engine_path",
+)  # fmt: skip
 # Launch arguments that are not parameters.
 OTHER_ARGUMENTS = ("namespace", "image", "camera_info", "params_file", "use_rviz", "rviz_config")
 
@@ -91,6 +93,15 @@ def generate_launch_description():
         ),
         DeclareLaunchArgument(
             "device", default_value="", description="cpu | cuda | cuda:N; empty = params file"
+        ),
+        DeclareLaunchArgument(
+            "precision", default_value="", description="fp32 | fp16 | bf16 | int8 (the file's); empty = params file"
+        ),
+        DeclareLaunchArgument(
+            "onnx_path", default_value="", description="Prebuilt ONNX file (export onnx); empty = params file"
+        ),
+        DeclareLaunchArgument(
+            "engine_path", default_value="", description="Prebuilt TensorRT engine + .json sidecar; empty = params file"
         ),
         DeclareLaunchArgument("autostart", default_value="true", description="Configure + activate on start"),
         DeclareLaunchArgument(
