@@ -908,7 +908,10 @@ def _with_threads(job: BagJob, threads: int) -> BagJob:
 
 
 def run(args: argparse.Namespace) -> int:
-    report = run_fleet(args)
+    from .transport import sigterm_as_interrupt
+
+    with sigterm_as_interrupt():  # SIGTERM stops like Ctrl-C: finished bags kept, the report written
+        report = run_fleet(args)
     o = report["overall"]
     print(markdown(report), end="")
     print(f"bag-eval-fleet: report {Path(args.out_dir) / (REPORT_NAME + '.json')}")
