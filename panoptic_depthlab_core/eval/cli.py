@@ -29,6 +29,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-intrinsics", action="store_true", help="do not pass the camera K to the model")
     parser.add_argument("--quiet", action="store_true", help="no progress bar, no table on stdout")
     parser.add_argument(
+        "--sequences",
+        action="store_true",
+        help="--data is a synth --sequence data set: tracking (HOTA, IDF1, MOTA), STQ, velocity/TTC and "
+        "distance-band errors through the tracker (docs/tracking.md); --limit counts drives",
+    )
+    parser.add_argument("--tracker-config", default=None, help="--sequences: tracker YAML (TrackerConfig fields)")
+    parser.add_argument(
         "--save-predictions",
         default=None,
         metavar="DIR",
@@ -56,6 +63,10 @@ def run(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"data directory not found: {data}")
     if args.limit < 0:
         raise ValueError(f"--limit must be >= 0, got {args.limit}")
+    if args.sequences:
+        from panoptic_depthlab_core.eval.sequence_eval import run_cli
+
+        return run_cli(args)
     if args.weights is not None and not Path(args.weights).is_file():
         raise FileNotFoundError(f"weights file not found: {args.weights}")
     records = find_records(data, args.split, require_panoptic=True, require_depth=True)
