@@ -19,11 +19,14 @@ import hashlib
 import json
 import math
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from ..image_messages import ImageConversionError, image_message_to_rgb
 from ..preprocess import DEFAULT_PAD_RGB, letterbox_rgb
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".webp")
@@ -176,7 +179,9 @@ class BagSource:
         self.stride = max(1, math.ceil(total / self.count))
         self.count = len(range(0, total, self.stride))
 
-    def _open(self):
+    @contextmanager
+    def _open(self) -> Iterator[Any]:
+        """The open bag reader, closed afterwards (AnyReader refuses a second ``open``)."""
         from rosbags.highlevel import AnyReader
 
         try:
@@ -184,7 +189,10 @@ class BagSource:
             reader.open()
         except Exception as exc:  # rosbags' ReaderError, sqlite/mcap errors of a damaged file
             raise ValueError(f"cannot read calibration bag {self.path}: {type(exc).__name__}: {exc}") from exc
-        return reader
+        try:
+            yield reader
+        finally:
+            reader.close()
 
     @property
     def description(self) -> str:
@@ -214,37 +222,15 @@ class BagSource:
 
     def images(self, count: int) -> Iterator[np.ndarray]:
         for topic, i, _, deserialize in self._messages(count):
-            yield image_message_to_rgb(deserialize(), f"bag {self.path} topic {topic} message {i}")
+            try:
+                yield image_message_to_rgb(deserialize())
+            except ImageConversionError as exc:
+                raise ValueError(f"bag {self.path} topic {topic} message {i}: {exc}") from exc
 
     def fingerprint_update(self, h, count: int) -> None:
         for topic, _, raw, _ in self._messages(count):
             h.update(topic.encode() + b"\0")
             h.update(bytes(raw))
-
-
-def image_message_to_rgb(msg, where: str) -> np.ndarray:
-    """sensor_msgs Image (rgb8, bgr8, rgba8, bgra8, mono8) or CompressedImage -> RGB uint8."""
-    import cv2
-
-    data = np.frombuffer(bytes(msg.data), np.uint8)
-    if hasattr(msg, "encoding"):
-        channels = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1}.get(msg.encoding)
-        if channels is None:
-            raise ValueError(f"{where}: unsupported image encoding {msg.encoding!r} for calibration")
-        row = msg.width * channels
-        if msg.step < row or data.size < msg.step * msg.height:
-            raise ValueError(f"{where}: {data.size} bytes do not hold {msg.height} rows of step {msg.step}")
-        pixels = data[: msg.step * msg.height].reshape(msg.height, msg.step)[:, :row]
-        pixels = pixels.reshape(msg.height, msg.width, channels)
-        if msg.encoding == "mono8":
-            return np.ascontiguousarray(np.repeat(pixels, 3, axis=2))
-        if msg.encoding.startswith("bgr"):
-            pixels = pixels[:, :, 2::-1]
-        return np.ascontiguousarray(pixels[:, :, :3])
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise ValueError(f"{where}: cannot decode compressed image (format {getattr(msg, 'format', '?')!r})")
-    return np.ascontiguousarray(bgr[:, :, ::-1])
 
 
 def open_calibration_source(

@@ -63,3 +63,36 @@ def test_one_reader_for_raw_and_compressed_messages():
     np.testing.assert_array_equal(image_message_to_rgb(compressed, device="cpu"), rgb)
     with pytest.raises(ImageConversionError, match="above the limit"):
         image_message_to_rgb(raw, max_pixels=47)
+
+
+def test_calibration_reads_recorded_image_messages(tmp_path):
+    """INT8 calibration reads bags through the same reader: raw and compressed frames, as rosbags writes them."""
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    from panoptic_depthlab_core.export.calibration import open_calibration_source
+
+    store = get_typestore(Stores.ROS2_HUMBLE)
+    Image, CompressedImage = store.types["sensor_msgs/msg/Image"], store.types["sensor_msgs/msg/CompressedImage"]
+    Header, Time = store.types["std_msgs/msg/Header"], store.types["builtin_interfaces/msg/Time"]
+    header = Header(stamp=Time(sec=1, nanosec=0), frame_id="cam")
+    rgb = np.random.default_rng(2).integers(0, 256, (6, 8, 3), dtype=np.uint8)
+    frames = [
+        Image(header=header, height=6, width=8, encoding="bgr8", is_bigendian=0, step=8 * 3,
+              data=np.ascontiguousarray(rgb[:, :, ::-1]).reshape(-1)),
+        CompressedImage(header=header, format="png", data=cv2.imencode(".png", rgb[:, :, ::-1])[1].reshape(-1)),
+        Image(header=header, height=6, width=8, encoding="16UC1", is_bigendian=0, step=16,
+              data=np.zeros(96, np.uint8)),
+    ]  # fmt: skip
+    bag = tmp_path / "calib"
+    with Writer(bag, version=8, storage_plugin=StoragePlugin.MCAP) as writer:
+        for n, msg in enumerate(frames):
+            topic = f"/cam{n}/image"
+            conn = writer.add_connection(topic, msg.__msgtype__, typestore=store)
+            writer.write(conn, n + 1, store.serialize_cdr(msg, msg.__msgtype__))
+    source = open_calibration_source(bag, topics=["/cam0/image", "/cam1/image"])
+    for got in source.images(2):
+        np.testing.assert_array_equal(got, rgb)
+    depth_only = open_calibration_source(bag, topics=["/cam2/image"])
+    with pytest.raises(ValueError, match=r"topic /cam2/image message 0: unsupported image encoding '16UC1'"):
+        list(depth_only.images(1))
