@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 import torch.distributed as dist
@@ -44,6 +43,7 @@ from panoptic_depthlab_core.train.config import TrainConfig
 from panoptic_depthlab_core.train.cpu_speedups import use_space_to_batch_depthwise
 from panoptic_depthlab_core.train.losses import panoptic_depth_losses
 from panoptic_depthlab_core.train.schedule import WarmupPolyLR
+from panoptic_depthlab_core.viz import colorize_depth
 from panoptic_depthlab_core.weights import check_state_dict, load_model_weights, save_safetensors
 
 log = logging.getLogger("panoptic_depthlab.train")
@@ -207,11 +207,6 @@ def set_train_mode(model: nn.Module, frozen_modules: list[str]) -> None:
 
 
 # -------------------------------------------------------------------------------------- summaries
-def _colorize_depth(depth_m: np.ndarray, max_depth: float) -> np.ndarray:
-    norm = np.clip(np.nan_to_num(depth_m, nan=0.0) / max_depth, 0, 1)
-    return cv2.applyColorMap((255 * (1 - norm)).astype(np.uint8), cv2.COLORMAP_TURBO)[..., ::-1]
-
-
 def image_summary(
     batch: dict[str, torch.Tensor], outputs: dict[str, torch.Tensor], max_depth: float
 ) -> np.ndarray:
@@ -231,7 +226,7 @@ def image_summary(
     pred_depth = outputs["depth"][0, 0].detach().float().cpu().numpy()
     top = np.concatenate([overlay(pred_sem), overlay(gt_sem)], axis=1)
     bottom = np.concatenate(
-        [_colorize_depth(pred_depth, max_depth), _colorize_depth(gt_depth, max_depth)], axis=1
+        [colorize_depth(d, 0.0, max_depth, scale_bar=False) for d in (pred_depth, gt_depth)], axis=1
     )
     return np.concatenate([top, bottom], axis=0)
 
