@@ -17,8 +17,9 @@
 #   gpu_checks.json      summary: each step's exit status and seconds, the R-52 1024x2048 end-to-end
 #                        FPS (target >= 30 with post-processing and segment statistics) and whether met
 # From the device tool:  run(command="bash scripts/gpu_checks.sh", timeout_s=600)
-# A dry run of the same steps on the CPU (small sizes, 1 iteration):
-#   GPU_CHECKS_DEVICE=cpu PYTHON=.venv/bin/python bash scripts/gpu_checks.sh
+# A dry run of the same steps on the CPU (small sizes, 1 iteration; GPU_CHECKS_LIMIT_SCALE multiplies
+# every step's time limit for a slow or busy machine):
+#   GPU_CHECKS_DEVICE=cpu GPU_CHECKS_LIMIT_SCALE=4 PYTHON=.venv/bin/python bash scripts/gpu_checks.sh
 set -u -o pipefail
 out=${OUT:-gpu_out}
 mkdir -p "$out"
@@ -39,7 +40,7 @@ steps_json=""
 started=$(date +%s)
 
 step() {  # step NAME LIMIT_S COMMAND...: run with a time limit, record status and seconds
-    local name=$1 limit=$2; shift 2
+    local name=$1 limit=$(( $2 * ${GPU_CHECKS_LIMIT_SCALE:-1} )); shift 2
     local t0 rc
     t0=$(date +%s)
     echo "== $name (limit ${limit} s)"
@@ -71,12 +72,12 @@ EOF
 
 # every core test file with a CUDA or TensorRT case (found, not listed: files move)
 gpu_tests=$(grep -rlE "cuda|tensorrt" test/core --include='test_*.py' | sort | tr '\n' ' ')
-step pytest 170 bash -c "'$py' -m pytest $gpu_tests -q -rs -p no:cacheprovider -m 'not slow' 2>&1 \
+step pytest 150 bash -c "'$py' -m pytest $gpu_tests -q -rs -p no:cacheprovider -m 'not slow' 2>&1 \
     | tee '$out/pytest_gpu.log' | tail -25"
 
-step parity 100 "$py" scripts/gpu_parity.py --device "$device" --images 4 --calib-images 32 --out "$out/parity.json"
+step parity 150 "$py" scripts/gpu_parity.py --device "$device" --images 4 --calib-images 32 --out "$out/parity.json"
 
-step inference 140 bash -c "'$py' benchmarks/inference.py --device '$device' --models '$models' --sizes '$sizes' \
+step inference 130 bash -c "'$py' benchmarks/inference.py --device '$device' --models '$models' --sizes '$sizes' \
     --backends torch --precisions '$precisions' --iterations '$iterations' --warmup 3 \
     --out '$out/inference_$device.json' 2>&1 | tail -30"
 
@@ -85,7 +86,7 @@ if [ "$device" != cpu ]; then
         --backends torch --precisions fp16 --cuda-graph --iterations '$iterations' --warmup 3 \
         --out '$out/inference_cuda_graph.json' 2>&1 | tail -15"
     if [ "$has_trt" = 1 ]; then  # fp32 engine from the exported model; fp16/int8 engines: parity.json
-        step tensorrt 70 bash -c "'$py' benchmarks/inference.py --device cuda --models r52 --sizes 1024x2048 \
+        step tensorrt 50 bash -c "'$py' benchmarks/inference.py --device cuda --models r52 --sizes 1024x2048 \
             --backends tensorrt --precisions fp32 --iterations '$iterations' --warmup 3 \
             --out '$out/inference_cuda_tensorrt.json' 2>&1 | tail -15"
     fi
