@@ -384,11 +384,11 @@ def _fsync_dir(path: Path) -> None:
 
 def _publish(work: Path, job: BagJob) -> bool:
     """Rename the finished work folder to the bag's final folder, replacing a stale result (another
-    input, model or options); False when the same result is already there (a duplicate run: ours is
-    dropped, never two copies)."""
+    input, model or options, or an earlier partial one); False when the same complete result is
+    already there (a duplicate run: ours is dropped, never two copies)."""
     final, out_dir = job.final_dir, Path(job.out_dir)
     if final.exists():
-        if finished(job, retry_failed=False, verify_inputs=False) is not None:
+        if finished(job, retry_failed=True, verify_inputs=False) is not None:  # the same, complete
             shutil.rmtree(work, ignore_errors=True)
             return False
         trash = out_dir / TRASH_DIR
@@ -593,12 +593,16 @@ def run_local(jobs: list[BagJob], workers: int, retries: int, gpus: list[str] | 
                     slot.process.join(timeout=10)
                     code = slot.process.exitcode
                     reason = f"worker {slot.process.pid} died ({_exit_reason(code)}) while evaluating the bag"
-                    slots[slots.index(slot)] = start_slot()
+                    slot.conn.close()
                     if attempts[job.index] <= retries:
                         print(f"bag-eval-fleet: {job.name}: {reason}; running it again", file=sys.stderr)
                         pending.appendleft(job)
                     else:
                         finish(_died(job, attempts[job.index], reason))
+                    if pending:  # a fresh worker takes its place
+                        slots[slots.index(slot)] = start_slot()
+                    else:
+                        slots.remove(slot)
     finally:
         for slot in slots:
             with contextlib.suppress(OSError, BrokenPipeError):

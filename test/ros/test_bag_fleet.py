@@ -218,6 +218,14 @@ def test_local_changed_options_replace_the_result_atomically(bags: Path, model, 
     assert first["bags"][0]["status"] == "done" and first["bags"][0]["frames"] == 2
     again = fleet.run_fleet(fleet_args([one], out, model, "--workers", "0", "--max-frames", "2"))
     assert again["bags"][0]["status"] == "skipped"
+    # a duplicate run of a finished bag (Ray re-running a task whose worker was lost, say) is dropped
+    marker = out / "drive0" / fleet.MARKER
+    before = marker.read_bytes(), marker.stat().st_mtime_ns
+    jobs, _ = fleet.plan_jobs(fleet_args([one], out, model, "--workers", "0", "--max-frames", "2"))
+    duplicate = fleet.process_bag(jobs[0], fleet.ProcessorCache())
+    assert duplicate.status == "done" and "another worker finished this bag first" in duplicate.error
+    assert (marker.read_bytes(), marker.stat().st_mtime_ns) == before
+    assert not any((out / fleet.WORK_DIR).glob("*"))
     changed = fleet.run_fleet(fleet_args([one], out, model, "--workers", "0", "--max-frames", "3",
                                          "--export-predictions"))  # fmt: skip
     assert changed["bags"][0]["status"] == "done" and changed["bags"][0]["frames"] == 3
