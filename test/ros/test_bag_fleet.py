@@ -436,3 +436,33 @@ def test_bag_eval_export_predictions_equal_the_output_bag(bags: Path, model, tmp
         np.testing.assert_array_equal(p[~valid], 0)
         expected = np.minimum(np.round(0.2 * fx / depth[valid] * 256) + 1, 65535)
         np.testing.assert_array_equal(p[valid], expected)
+
+
+def test_bag_export_image_ids_per_camera(tmp_path: Path) -> None:
+    """Two cameras' frames get distinct Cityscapes-shaped ids; disparity without fx is skipped, counted."""
+    import numpy as np
+
+    from panoptic_depthlab_core.results import FrameResult
+    from panoptic_depthlab_ros.bags.bag_eval import CameraReport, PendingFrame
+    from panoptic_depthlab_ros.bags.prediction_export import BagPredictionExport, ExportSettings
+    from panoptic_depthlab_ros.processing import ProcessedFrame
+
+    with pytest.raises(ValueError, match="stereo-baseline"):
+        ExportSettings(tmp_path, "disparity")
+    export = BagPredictionExport(ExportSettings(tmp_path / "pred", "auto", 0.2))
+    K = np.array([[50.0, 0, 4], [0, 50.0, 2], [0, 0, 1]])
+    ids = np.full((4, 8), 13001, np.int32)
+    depth = np.full((4, 8), 10.0, np.float32)
+    for namespace, topic, k in (("front_left", "/front_left/image_raw", K), ("", "/rear/image/compressed", None)):
+        camera = CameraReport(topic, "", "", "", namespace)
+        for index in range(2):
+            result = FrameResult(ids, None, depth, K=k)
+            frame = PendingFrame(None, index, 100 + index, 200 + index, b"")
+            export.on_frame(camera, frame, ProcessedFrame(result, {}))
+    doc = json.loads(export.close().read_text())
+    assert [a["image_id"] for a in doc["annotations"]] == [
+        "front-left_000000_000000", "front-left_000000_000001",
+        "rear-image-compressed_000000_000000", "rear-image-compressed_000000_000001",
+    ]  # fmt: skip
+    assert [a["depth_file"] is not None for a in doc["annotations"]] == [True, True, False, False]
+    assert doc["info"]["frames_without_depth"] == 2 and doc["annotations"][1]["stamp_ns"] == 201
