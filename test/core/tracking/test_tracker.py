@@ -122,7 +122,9 @@ def test_reset_on_time_jump_or_frame_change(second_stamp, frame_id, reason) -> N
 
 def test_velocity_and_ttc_against_the_worlds_exact_motion(drive_frames) -> None:
     drive, frames = drive_frames
-    tracker = Tracker()
+    # a corridor wide enough that oncoming cars in the next lane count as "in the path": their
+    # closing speed is the sum of both speeds, exactly known
+    tracker = Tracker(TrackerConfig(corridor_half_width_m=4.5))
     errors, ttc_checked = [], 0
     for frame, motion in frames:
         result = _gt_result(frame)
@@ -139,14 +141,14 @@ def test_velocity_and_ttc_against_the_worlds_exact_motion(drive_frames) -> None:
             assert state.in_path == in_path
             closing = -gt.velocity_xyz_mps[2]
             if in_path and closing > 1.0:
-                exact = seg.distance_m / closing
-                assert state.ttc_s == pytest.approx(exact, rel=0.25)
+                exact = seg.distance_m / closing  # the segment's distance over the true closing speed
+                assert state.ttc_s == pytest.approx(exact, rel=0.2)
                 ttc_checked += 1
             elif in_path and closing < -1.0:
                 assert state.ttc_s == math.inf
     assert len(errors) >= 10
     assert float(np.median(errors)) < 0.6, errors  # m/s; exact masks and depth: the filter's lag only
-    del ttc_checked  # in-path closing cars depend on the drawn street; the rule is checked when present
+    assert ttc_checked >= 3
 
 
 def test_ttc_for_an_object_closing_in_the_path() -> None:
