@@ -51,7 +51,7 @@ lint: setup
 	$(PY) -m ruff check .
 	$(VENV)/bin/lint-imports
 
-# CPU benchmarks; each writes JSON to benchmarks/results/. GPU runs: see README "Benchmarks".
+# CPU benchmarks; each writes JSON to benchmarks/results/. Results and GPU runs: docs/performance.md.
 bench: setup
 	$(PY) benchmarks/postprocess.py
 	$(PY) benchmarks/synth.py
