@@ -60,9 +60,9 @@ from panoptic_depthlab_ros.processing import (
 from panoptic_depthlab_ros.qos import latched_qos_profile, topic_input_qos
 
 try:  # Jazzy and later; Humble has the same class in rclpy.qos_event
-    from rclpy.event_handler import SubscriptionEventCallbacks
+    from rclpy.event_handler import SubscriptionEventCallbacks, UnsupportedEventTypeError
 except ImportError:  # pragma: no cover - Humble
-    from rclpy.qos_event import SubscriptionEventCallbacks
+    from rclpy.qos_event import SubscriptionEventCallbacks, UnsupportedEventTypeError
 
 # Jazzy and later pass a message info (with the publisher's sequence number) to a two-argument
 # callback; Humble's rclpy calls every callback with the message only.
@@ -320,13 +320,18 @@ class PanopticDepthLabNode(LifecycleNode):
             if self._image_sub is not None:
                 self.destroy_subscription(self._image_sub)
             msg_type = CompressedImage if params.image_transport == "compressed" else Image
-            self._image_sub = self.create_subscription(
-                msg_type,
-                topic,
-                self._on_image_with_info if MESSAGE_INFO_CALLBACKS else self._on_image,
-                profile,
-                event_callbacks=SubscriptionEventCallbacks(message_lost=self._on_message_lost),
-            )
+            callback = self._on_image_with_info if MESSAGE_INFO_CALLBACKS else self._on_image
+            try:
+                self._image_sub = self.create_subscription(
+                    msg_type,
+                    topic,
+                    callback,
+                    profile,
+                    event_callbacks=SubscriptionEventCallbacks(message_lost=self._on_message_lost),
+                )
+            except UnsupportedEventTypeError:  # an rmw without the message_lost event
+                self._image_sub = self.create_subscription(msg_type, topic, callback, profile)
+                self.get_logger().info("the rmw has no message_lost event: lost samples are not reported")
             self._image_sub_key = key
             self._image_topic_resolved = self.resolve_topic_name(topic)
             self.middleware_gaps.reset()
