@@ -65,7 +65,7 @@ setup(
             "default_model/*.json",
             "default_model/*.md",
         ],
-        "panoptic_depthlab_ros": ["msg_defs/vision_msgs/*.msg"],
+        "panoptic_depthlab_ros": ["msg_defs/vision_msgs/*.msg", "msg_defs/panoptic_depthlab_msgs/*.msg"],
     },
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),

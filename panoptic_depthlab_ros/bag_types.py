@@ -1,8 +1,9 @@
-"""rosbags typestore that also knows vision_msgs, so bags can carry our detections.
+"""rosbags typestore that also knows vision_msgs and panoptic_depthlab_msgs, so bags can carry our
+detections and tracks.
 
-rosbags ships the standard ROS 2 message definitions but not vision_msgs. We register the same
-.msg texts the interface package is built from; an installed copy lives in
-``panoptic_depthlab_ros/msg_defs/vision_msgs`` (a test keeps it identical to ``interfaces/``).
+rosbags ships the standard ROS 2 message definitions but neither of these. We register the same
+.msg texts the interface packages are built from; installed copies live in
+``panoptic_depthlab_ros/msg_defs/<package>`` (tests keep them identical to ``interfaces/``).
 No rclpy needed.
 """
 
@@ -11,18 +12,27 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-VISION_MSGS_DEFS_DIR = Path(__file__).resolve().parent / "msg_defs" / "vision_msgs"
+MSG_DEFS_DIR = Path(__file__).resolve().parent / "msg_defs"
+VISION_MSGS_DEFS_DIR = MSG_DEFS_DIR / "vision_msgs"
+# Registered after vision_msgs, in this order (a package may use the ones before it).
+INTERFACE_PACKAGES = ("vision_msgs", "panoptic_depthlab_msgs")
 
 # Newest first; rclpy wheels here are kilted, so prefer its definitions when rosbags has them.
 _PREFERRED_STORES = ("ROS2_KILTED", "ROS2_JAZZY", "ROS2_IRON", "ROS2_HUMBLE")
 
 
-def vision_msgs_definitions(defs_dir: Path = VISION_MSGS_DEFS_DIR) -> dict[str, str]:
-    """Map ``vision_msgs/msg/Name`` to its .msg text."""
+def interface_definitions(package: str, defs_dir: Path | None = None) -> dict[str, str]:
+    """Map ``<package>/msg/Name`` to its .msg text (the packaged copies by default)."""
+    defs_dir = defs_dir if defs_dir is not None else MSG_DEFS_DIR / package
     paths = sorted(defs_dir.glob("*.msg"))
     if not paths:
-        raise FileNotFoundError(f"no vision_msgs .msg definitions found in {defs_dir}")
-    return {f"vision_msgs/msg/{p.stem}": p.read_text(encoding="utf-8") for p in paths}
+        raise FileNotFoundError(f"no {package} .msg definitions found in {defs_dir}")
+    return {f"{package}/msg/{p.stem}": p.read_text(encoding="utf-8") for p in paths}
+
+
+def vision_msgs_definitions(defs_dir: Path = VISION_MSGS_DEFS_DIR) -> dict[str, str]:
+    """Map ``vision_msgs/msg/Name`` to its .msg text."""
+    return interface_definitions("vision_msgs", defs_dir)
 
 
 def default_store_name() -> str:
@@ -36,7 +46,7 @@ def default_store_name() -> str:
 
 
 def make_typestore(store_name: str | None = None) -> Any:
-    """A rosbags Typestore for ROS 2 (kilted by default) with vision_msgs registered.
+    """A rosbags Typestore for ROS 2 (kilted by default) with vision_msgs and panoptic_depthlab_msgs.
 
     Types the store already has (a future rosbags might ship vision_msgs) are kept as they are.
     """
@@ -47,9 +57,10 @@ def make_typestore(store_name: str | None = None) -> Any:
         store = get_typestore(getattr(Stores, name))
     except AttributeError as exc:
         raise ValueError(f"unknown rosbags typestore {name!r}") from exc
-    types: dict[str, Any] = {}
-    for msgtype, text in vision_msgs_definitions().items():
-        if msgtype not in store.fielddefs:
-            types.update(get_types_from_msg(text, msgtype))
-    store.register(types)
+    for package in INTERFACE_PACKAGES:
+        types: dict[str, Any] = {}
+        for msgtype, text in interface_definitions(package).items():
+            if msgtype not in store.fielddefs:
+                types.update(get_types_from_msg(text, msgtype))
+        store.register(types)
     return store

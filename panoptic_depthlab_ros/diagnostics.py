@@ -236,9 +236,11 @@ def artefact_values(predictor: Any, image_transport: str, image_decoder: str) ->
 
 
 def node_status(
-    name: str, hardware_id: str, state: str, snap: dict[str, Any], values: dict[str, str]
+    name: str, hardware_id: str, state: str, snap: dict[str, Any], values: dict[str, str],
+    warnings: list[str] | None = None,
 ) -> DiagnosticStatus:
-    """OK while active with no rejected input; WARN otherwise (the message says why)."""
+    """OK while active with no rejected input and no ``warnings`` (e.g. the depth decoder's health,
+    frames without CameraInfo); WARN otherwise (the message says why)."""
     status = DiagnosticStatus()
     status.name = name
     status.hardware_id = hardware_id
@@ -247,6 +249,8 @@ def node_status(
         status.level, status.message = DiagnosticStatus.WARN, f"not processing ({state})"
     elif rejected:
         status.level, status.message = DiagnosticStatus.WARN, f"{rejected} input(s) rejected so far"
+    elif warnings:
+        status.level, status.message = DiagnosticStatus.WARN, "; ".join(warnings)
     else:
         status.level, status.message = DiagnosticStatus.OK, "ok"
     status.values = [KeyValue(key=k, value=v) for k, v in values.items()]

@@ -23,6 +23,7 @@ import numpy as np
 
 from panoptic_depthlab_core.metadata import CLASS_NAMES, PALETTE, SKY_TRAIN_ID
 from panoptic_depthlab_core.results import FrameResult, Segment
+from panoptic_depthlab_core.tracking import TrackState
 from panoptic_depthlab_ros.image_conversion import numpy_to_image_msg
 
 PANOPTIC_VOID = 65535
@@ -37,10 +38,13 @@ OUTPUT_TOPICS: dict[str, str] = {
     "detections_3d": "~/detections_3d",
     "markers": "~/markers",
     "camera_info": "~/camera_info",
+    "tracks": "~/tracks",
 }
 OUTPUT_NAMES: tuple[str, ...] = tuple(OUTPUT_TOPICS)
 # Outputs that need intrinsics; without K they are not built.
-OUTPUTS_NEEDING_K: frozenset[str] = frozenset({"detections_3d", "markers", "camera_info"})
+OUTPUTS_NEEDING_K: frozenset[str] = frozenset({"detections_3d", "markers", "camera_info", "tracks"})
+# TrackedSegment.distance_source per Segment.distance_source
+DISTANCE_SOURCE_CODES = {"depth": 0, "ground": 1, "fused": 2}
 
 
 @dataclass
@@ -154,6 +158,32 @@ def detection_segments(result: FrameResult, options: MessageOptions) -> list[Seg
     return chosen
 
 
+def detection_items(
+    result: FrameResult, options: MessageOptions, tracks: list[TrackState | None] | None = None
+) -> list[tuple[Segment, TrackState | None]]:
+    """``detection_segments`` with each segment's track (``tracks`` aligned with ``result.segments``;
+    None = tracking off)."""
+    aligned = tracks if tracks is not None else [None] * len(result.segments)
+    if len(aligned) != len(result.segments):
+        raise ValueError(f"tracks must align with the segments: {len(aligned)} vs {len(result.segments)}")
+    chosen = []
+    for seg, track in zip(result.segments, aligned, strict=True):
+        if not seg.is_thing and not options.include_stuff_detections:
+            continue
+        if options.min_detection_score > 0 and not (seg.score >= options.min_detection_score):
+            continue
+        chosen.append((seg, track))
+    return chosen
+
+
+def detection_id(seg: Segment, track: TrackState | None, tracking: bool) -> str:
+    """Detection2D/3D.id: the track id with tracking on (empty for a segment without a track: stuff,
+    crowd regions), else the frame's panoptic id."""
+    if track is not None:
+        return str(track.track_id)
+    return "" if tracking else str(seg.id)
+
+
 def _score(seg: Segment) -> float:
     return float(seg.score) if math.isfinite(seg.score) else 0.0
 
@@ -171,17 +201,19 @@ def _hypothesis(seg: Segment, with_position: bool) -> Any:
     return hyp
 
 
-def detection2d_array(segments: Iterable[Segment], header: Any) -> Any:
-    """One Detection2D per segment: bbox in pixels, class name + score, id = panoptic id,
-    pose position = 3D position when known."""
+def detection2d_array(segments: Iterable[Segment], header: Any, ids: Iterable[str] | None = None) -> Any:
+    """One Detection2D per segment: bbox in pixels, class name + score, id = ``ids`` (default: the
+    panoptic id), pose position = 3D position when known."""
     from vision_msgs.msg import Detection2D, Detection2DArray
 
     msg = Detection2DArray()
     msg.header = header
-    for seg in segments:
+    segments = list(segments)
+    ids = [str(s.id) for s in segments] if ids is None else list(ids)
+    for seg, det_id in zip(segments, ids, strict=True):
         det = Detection2D()
         det.header = header
-        det.id = str(seg.id)
+        det.id = det_id
         det.results.append(_hypothesis(seg, with_position=True))
         x, y, w, h = seg.bbox_xywh
         det.bbox.center.position.x = float(x + w / 2.0)
@@ -192,18 +224,21 @@ def detection2d_array(segments: Iterable[Segment], header: Any) -> Any:
     return msg
 
 
-def detection3d_array(segments: Iterable[Segment], header: Any) -> Any:
-    """One Detection3D per segment with a 3D position: center = position, size = extent."""
+def detection3d_array(segments: Iterable[Segment], header: Any, ids: Iterable[str] | None = None) -> Any:
+    """One Detection3D per segment with a 3D position: center = position, size = extent; id as
+    ``detection2d_array``."""
     from vision_msgs.msg import Detection3D, Detection3DArray
 
     msg = Detection3DArray()
     msg.header = header
-    for seg in segments:
+    segments = list(segments)
+    ids = [str(s.id) for s in segments] if ids is None else list(ids)
+    for seg, det_id in zip(segments, ids, strict=True):
         if seg.position_xyz_m is None:
             continue
         det = Detection3D()
         det.header = header
-        det.id = str(seg.id)
+        det.id = det_id
         det.results.append(_hypothesis(seg, with_position=True))
         x, y, z = seg.position_xyz_m
         det.bbox.center.position.x, det.bbox.center.position.y, det.bbox.center.position.z = x, y, z
@@ -214,10 +249,68 @@ def detection3d_array(segments: Iterable[Segment], header: Any) -> Any:
     return msg
 
 
-def marker_array(segments: Iterable[Segment], header: Any, options: MessageOptions) -> Any:
+def _finite(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)
+
+
+def tracked_segment_array(
+    segments: Iterable[Segment], tracks: Iterable[TrackState | None], header: Any, ids: Iterable[str]
+) -> Any:
+    """panoptic_depthlab_msgs/TrackedSegmentArray: one entry per segment with a 3D position, in
+    ``detection3d_array``'s order and with its ids; velocity NaN until the track has one, time to
+    collision NaN outside the path (+Inf in it when not closing)."""
+    from panoptic_depthlab_msgs.msg import TrackedSegment, TrackedSegmentArray
+
+    msg = TrackedSegmentArray()
+    msg.header = header
+    nan = math.nan
+    for seg, track, det_id in zip(segments, tracks, ids, strict=True):
+        if seg.position_xyz_m is None:
+            continue
+        entry = TrackedSegment()
+        entry.id = det_id
+        entry.panoptic_id = int(seg.id) if 0 <= seg.id < PANOPTIC_VOID else PANOPTIC_VOID
+        entry.distance = float(seg.distance_m) if _finite(seg.distance_m) else nan
+        entry.distance_source = DISTANCE_SOURCE_CODES.get(seg.distance_source, 0)
+        velocity = track.velocity_xyz_mps if track is not None else None
+        entry.velocity.x, entry.velocity.y, entry.velocity.z = velocity if velocity is not None else (nan, nan, nan)
+        entry.in_path = bool(track is not None and track.in_path)
+        entry.time_to_collision = float(track.ttc_s) if track is not None and track.ttc_s is not None else nan
+        entry.age = float(track.age_s) if track is not None else 0.0
+        msg.segments.append(entry)
+    return msg
+
+
+def _marker_text(seg: Segment, track: TrackState | None, det_id: str) -> str:
+    """"car 12.3 m", with a track "car #12 TTC 2.5 s" above "ground 12.3 m" (source unless depth)."""
+    distance = f"{seg.distance_m:.1f} m"
+    if seg.distance_source != "depth":
+        distance = f"{seg.distance_source} {distance}"
+    if track is None:
+        return f"{seg.class_name} {distance}"
+    head = f"{seg.class_name} #{det_id}"
+    if track.ttc_s is not None and math.isfinite(track.ttc_s):
+        head += f" TTC {track.ttc_s:.1f} s"
+    return f"{head}\n{distance}"
+
+
+def marker_array(
+    segments: Iterable[Segment],
+    header: Any,
+    options: MessageOptions,
+    tracks: Iterable[TrackState | None] | None = None,
+    ids: Iterable[str] | None = None,
+) -> Any:
     """DELETEALL first (so markers of the previous frame disappear), then text "car 12.3 m" at each
-    segment's 3D position and, optionally, a translucent box of its extent."""
+    segment's 3D position (with a track: its id, the distance source, the time to collision),
+    optionally a translucent box of its extent, and for a track with a velocity an arrow from its
+    position to where it will be in one second (camera frame)."""
+    from geometry_msgs.msg import Point
     from visualization_msgs.msg import Marker, MarkerArray
+
+    segments = list(segments)
+    tracks = [None] * len(segments) if tracks is None else list(tracks)
+    ids = [str(s.id) for s in segments] if ids is None else list(ids)
 
     msg = MarkerArray()
     clear = Marker()
@@ -226,7 +319,7 @@ def marker_array(segments: Iterable[Segment], header: Any, options: MessageOptio
     clear.action = Marker.DELETEALL
     msg.markers.append(clear)
     next_id = 0
-    for seg in segments:
+    for seg, track, det_id in zip(segments, tracks, ids, strict=True):
         if seg.position_xyz_m is None or not math.isfinite(seg.distance_m):
             continue
         x, y, z = seg.position_xyz_m
@@ -245,8 +338,26 @@ def marker_array(segments: Iterable[Segment], header: Any, options: MessageOptio
         text.pose.orientation.w = 1.0
         text.scale.z = options.marker_text_size_m
         text.color.r = text.color.g = text.color.b = text.color.a = 1.0
-        text.text = f"{seg.class_name} {seg.distance_m:.1f} m"
+        text.text = _marker_text(seg, track, det_id)
         msg.markers.append(text)
+
+        velocity = track.velocity_xyz_mps if track is not None else None
+        if velocity is not None:
+            arrow = Marker()
+            arrow.header = header
+            arrow.ns = options.marker_namespace
+            arrow.id = next_id
+            next_id += 1
+            arrow.type = Marker.ARROW
+            arrow.action = Marker.ADD
+            arrow.pose.orientation.w = 1.0
+            arrow.points = [Point(x=float(x), y=float(y), z=float(z)),
+                            Point(x=float(x + velocity[0]), y=float(y + velocity[1]), z=float(z + velocity[2]))]
+            arrow.scale.x, arrow.scale.y, arrow.scale.z = 0.15, 0.35, 0.35  # shaft, head diameter, head length
+            arrow.color.r, arrow.color.g, arrow.color.b, arrow.color.a = 1.0, 0.85, 0.0, 1.0
+            if track.in_path and track.ttc_s is not None and math.isfinite(track.ttc_s):
+                arrow.color.g = 0.1  # closing in, in the path: red
+            msg.markers.append(arrow)
 
         if options.marker_boxes:
             box = Marker()
@@ -312,8 +423,11 @@ class FrameMessages:
         rgb: np.ndarray | None = None,
         executor: Executor | None = None,
         emit: Callable[[str, Any], None] | None = None,
+        defer_panoptic: bool = False,
     ) -> None:
         self.options = options or MessageOptions()
+        # tracking renumbers the instances after the segments exist: the 16UC1 image waits for them
+        self.defer_panoptic = defer_panoptic
         self.header = output_header(header, self.options.frame_id)
         self.camera_info = camera_info
         self.rgb = rgb
@@ -340,27 +454,36 @@ class FrameMessages:
         wanted, header = self.options.outputs, self.header
         if "camera_info" in wanted and self.camera_info is not None:
             self._put("camera_info", camera_info_for_output(self.camera_info, header, maps.width, maps.height))
-        if "panoptic" in wanted:
+        if "panoptic" in wanted and not self.defer_panoptic:
             self._put("panoptic", numpy_to_image_msg(panoptic_image(maps), "16UC1", header))
         if "semantic" in wanted:
             self._put("semantic", numpy_to_image_msg(np.asarray(maps.semantic, dtype=np.uint8), "mono8", header))
         if "depth" in wanted:
             self._put("depth", numpy_to_image_msg(depth_for_output(maps, self.options.depth_sky_inf), "32FC1", header))
 
-    def add_segments(self, result: FrameResult) -> dict[str, Any]:
-        """The segments are ready: the remaining messages; returns every message of the frame."""
+    def add_segments(self, result: FrameResult, tracks: list[TrackState | None] | None = None) -> dict[str, Any]:
+        """The segments are ready: the remaining messages; returns every message of the frame.
+        ``tracks``: each segment's track (aligned with ``result.segments``; None = tracking off),
+        whose ids the detections, tracks and markers carry."""
         wanted, header, options = self.options.outputs, self.header, self.options
         if not self._maps_added:
             self.add_maps(result)  # one step: the maps come with the segments
         has_k = result.K is not None
-        if wanted & {"detections", "detections_3d", "markers"}:
-            segments = detection_segments(result, options)
+        if wanted & {"detections", "detections_3d", "markers", "tracks"}:
+            items = detection_items(result, options, tracks)
+            segments = [seg for seg, _ in items]
+            seg_tracks = [track for _, track in items]
+            ids = [detection_id(seg, track, tracks is not None) for seg, track in items]
             if "detections" in wanted:
-                self._put("detections", detection2d_array(segments, header))
+                self._put("detections", detection2d_array(segments, header, ids))
             if "detections_3d" in wanted and has_k:
-                self._put("detections_3d", detection3d_array(segments, header))
+                self._put("detections_3d", detection3d_array(segments, header, ids))
+            if "tracks" in wanted and has_k:
+                self._put("tracks", tracked_segment_array(segments, seg_tracks, header, ids))
             if "markers" in wanted and has_k:
-                self._put("markers", marker_array(segments, header, options))
+                self._put("markers", marker_array(segments, header, options, seg_tracks, ids))
+        if "panoptic" in wanted and self.defer_panoptic:
+            self._put("panoptic", numpy_to_image_msg(panoptic_image(result), "16UC1", header))
         overlay = None
         if "visualization" in wanted and self.rgb is not None:
             from panoptic_depthlab_core.viz import overlay_distance
@@ -385,14 +508,16 @@ def build_messages(
     rgb: np.ndarray | None = None,
     executor: Executor | None = None,
     emit: Callable[[str, Any], None] | None = None,
+    tracks: list[TrackState | None] | None = None,
 ) -> dict[str, Any]:
     """Output name -> message for every output in ``options.outputs`` that can be built.
 
-    3D outputs (detections_3d, markers) need ``result.K`` and ~/camera_info needs ``camera_info``;
-    visualization needs ``rgb`` (the input image, RGB uint8).
+    3D outputs (detections_3d, tracks, markers) need ``result.K`` and ~/camera_info needs
+    ``camera_info``; visualization needs ``rgb`` (the input image, RGB uint8).
     Missing inputs skip those outputs; the caller decides whether to warn. ``executor`` and
-    ``emit`` as in :class:`FrameMessages`; the overlay always comes last.
+    ``emit`` as in :class:`FrameMessages`; the overlay always comes last. ``tracks`` as in
+    ``FrameMessages.add_segments`` (``result`` already carries the track-consistent ids).
     """
     builder = FrameMessages(header, camera_info, options, rgb, executor, emit)
     builder.add_maps(result)
-    return builder.add_segments(result)
+    return builder.add_segments(result, tracks)

@@ -18,6 +18,7 @@ from typing import Any
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
+from panoptic_depthlab_msgs.msg import TrackedSegmentArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
@@ -54,6 +55,7 @@ from panoptic_depthlab_ros.processing import (
     apply_live_params,
     enabled_outputs,
     load_predictor,
+    make_distance_tracking,
     message_options,
     model_postprocess,
 )
@@ -78,6 +80,7 @@ OUTPUT_TYPES: dict[str, Any] = {
     "detections_3d": Detection3DArray,
     "markers": MarkerArray,
     "camera_info": CameraInfo,
+    "tracks": TrackedSegmentArray,
 }
 OUTPUT_QOS = QoSProfile(depth=1)  # reliable, keep last 1: consumers want the newest result
 
@@ -157,6 +160,8 @@ class PanopticDepthLabNode(LifecycleNode):
             apply_live_params(processor.predictor, new, self._model_postprocess)
             processor.prefer_rectified = new.prefer_rectified
             processor.max_pixels = new.max_input_pixels
+            if processor.tracking is not None:  # ValueError (refused, old values kept) e.g. a mount missing
+                processor.tracking.update_params(new)
         if "diagnostics_period_s" in changed:
             self.destroy_timer(self._diag_timer)
             self._diag_timer = self.create_timer(new.diagnostics_period_s, self._publish_diagnostics)
@@ -182,6 +187,11 @@ class PanopticDepthLabNode(LifecycleNode):
 
             retention = retain_freed_memory()
             self.get_logger().info(f"retain_freed_memory: {retention.detail}")
+        try:  # before the model: a camera mount the distance source needs is checked at once
+            tracking = make_distance_tracking(params, log=self._log_tracking)
+        except ValueError as exc:
+            self.get_logger().error(f"configure refused: {exc}")
+            return TransitionCallbackReturn.FAILURE
         try:
             t0 = time.perf_counter()
             predictor = self._inference_thread.submit(load_predictor, params).result()
@@ -198,8 +208,9 @@ class PanopticDepthLabNode(LifecycleNode):
             )
             return TransitionCallbackReturn.FAILURE
         self._processor = FrameProcessor(
-            predictor, message_options(params), params.prefer_rectified, params.max_input_pixels
+            predictor, message_options(params), params.prefer_rectified, params.max_input_pixels, tracking
         )
+        self.get_logger().info(tracking.describe())
         pp = predictor.cfg.postprocess
         artefact = artefact_values(predictor, params.image_transport, self._image_decoder)
         self.get_logger().info(f"network artefact: {artefact['artefact']}; image decoder: {artefact['image_decoder']}")
@@ -392,6 +403,11 @@ class PanopticDepthLabNode(LifecycleNode):
             self._image_publishing_warned.add(reason)
             self.get_logger().warning(f"serialized_image_publishing: {reason}; images go out through rclpy's publish")
 
+    def _log_tracking(self, level: str, text: str) -> None:
+        """Tracker resets and depth-decoder health changes (throttled by DistanceAndTracking)."""
+        logger = self.get_logger()
+        (logger.warning if level == "warning" else logger.info)(text)
+
     def _reject_frame(self, reason: str, text: str) -> None:
         """Count a rejected frame by reason and log it."""
         self.stats.frame_rejected(reason)
@@ -506,8 +522,14 @@ class PanopticDepthLabNode(LifecycleNode):
             **counter_values(snap),
             **self.middleware_gaps.values(),
         }
+        tracking = getattr(self._processor, "tracking", None)
+        warnings = []
+        if tracking is not None:
+            values.update(tracking.values())
+            warnings = tracking.warnings()
         status = node_status(
-            f"{self.get_fully_qualified_name()}: panoptic_depthlab", params.device, self._state_label, snap, values
+            f"{self.get_fully_qualified_name()}: panoptic_depthlab", params.device, self._state_label, snap, values,
+            warnings,
         )
         self._diag_pub.publish(diagnostic_array(self.get_clock().now().to_msg(), [status]))
 

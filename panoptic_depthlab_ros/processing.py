@@ -16,7 +16,10 @@ from typing import Any
 import numpy as np
 
 from panoptic_depthlab_core.image_messages import DEFAULT_MAX_PIXELS, ImageConversionError, image_message_to_rgb
+from panoptic_depthlab_core.predictor import DEFAULT_WEIGHTS
 from panoptic_depthlab_core.results import FrameResult
+from panoptic_depthlab_core.tracking import TrackState
+from panoptic_depthlab_ros.distance_tracking import DistanceAndTracking, weights_depth_trained
 from panoptic_depthlab_ros.image_conversion import CameraInfoError, camera_info_to_K, check_camera_info_matches
 from panoptic_depthlab_ros.messages import FrameMessages, MessageOptions, maps_needed, stuff_segments_needed
 from panoptic_depthlab_ros.params import NodeParams
@@ -30,6 +33,7 @@ class ProcessedFrame:
     messages: dict[str, Any]
     timings_ms: dict[str, float] = field(default_factory=dict)
     camera_info_error: CameraInfoError | None = None  # why K was not used (3D outputs skipped)
+    tracks: list[TrackState | None] | None = None  # per result.segments; None: tracking off
 
 
 def intrinsics_for(camera_info: Any, width: int, height: int, prefer_rectified: bool = True) -> np.ndarray:
@@ -137,8 +141,20 @@ def apply_live_params(predictor: Any, params: NodeParams, model_pp: Any) -> None
         setattr(cfg, section, from_dict(type(base), values))
 
 
+def make_distance_tracking(params: NodeParams, log: Callable[[str, str], None] | None = None) -> DistanceAndTracking:
+    """The distance source and tracker the parameters describe, for the weights they load (whose
+    sidecar says whether the depth decoder was trained); ValueError naming the parameter when the
+    distance source needs a camera mount that is missing or absurd."""
+    weights = params.weights or (None if params.model_config else DEFAULT_WEIGHTS)
+    trained, note = weights_depth_trained(weights)
+    return DistanceAndTracking(params, depth_trained=trained, weights_note=note, log=log)
+
+
 class FrameProcessor:
-    """Predictor + options; ``process(image_msg, camera_info)`` gives the outputs of one frame."""
+    """Predictor + options; ``process(image_msg, camera_info)`` gives the outputs of one frame.
+
+    ``tracking``: the distance source and tracker (``make_distance_tracking``) applied after the
+    network; None = the network's distances and per-frame ids (the processor of older callers)."""
 
     def __init__(
         self,
@@ -146,11 +162,13 @@ class FrameProcessor:
         options: MessageOptions | None = None,
         prefer_rectified: bool = True,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        tracking: DistanceAndTracking | None = None,
     ) -> None:
         self.predictor = predictor
         self.options = options or MessageOptions()
         self.prefer_rectified = prefer_rectified
         self.max_pixels = max_pixels
+        self.tracking = tracking
         # one helper thread builds and publishes the image messages while the caller computes the
         # segment statistics and the other messages
         self._maps_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="maps")
@@ -166,13 +184,14 @@ class FrameProcessor:
         options: MessageOptions | None = None,
         emit: Callable[[str, Any], None] | None = None,
         only_needed: bool = False,
+        stream: str = "",
     ) -> ProcessedFrame:
         """Decode, infer, build messages. Raises ImageConversionError for a bad image; any
         CameraInfo problem is returned in ``camera_info_error`` and only the 3D outputs are skipped.
         ``emit(name, message)`` is called as each message is ready (see ``FrameMessages``).
         ``only_needed``: the result keeps only the full-resolution maps and the stuff segments the
         messages read (``maps_needed``, ``stuff_segments_needed``; the live node), not all of them
-        (an evaluation reads them all)."""
+        (an evaluation reads them all). ``stream``: which tracker (one per camera; the node has one)."""
         options = options or self.options
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
@@ -193,7 +212,10 @@ class FrameProcessor:
             overlay_rgb = rgb if isinstance(rgb, np.ndarray) else rgb.cpu().numpy()
         info_for_output = camera_info if K is not None else None
         # the images leave from the helper thread while the per-segment statistics are computed
-        builder = FrameMessages(image_msg.header, info_for_output, options, overlay_rgb, self._maps_pool, emit)
+        tracking = self.tracking
+        tracked = tracking is not None and tracking.tracking
+        builder = FrameMessages(image_msg.header, info_for_output, options, overlay_rgb, self._maps_pool, emit,
+                                defer_panoptic=tracked)
         maps = maps_needed(options) if only_needed else None
         stuff = stuff_segments_needed(options) if only_needed else "full"
         result = self.predictor.predict(rgb, K, on_maps=builder.add_maps, maps=maps, stuff_segments=stuff)
@@ -202,10 +224,17 @@ class FrameProcessor:
             if stage != "total":
                 timings[stage] = value
         timings["inference"] = (t2 - t1) * 1e3
-        messages = builder.add_segments(result)
+        tracks = None
+        if tracking is not None:
+            frame = tracking.process(result, image_msg.header, stream)
+            result, tracks = frame.result, frame.tracks
+            t3 = time.perf_counter()
+            timings["tracking"] = (t3 - t2) * 1e3
+            t2 = t3
+        messages = builder.add_segments(result, tracks)
         timings["messages"] = (time.perf_counter() - t2) * 1e3
         return ProcessedFrame(
-            result=result, messages=messages, timings_ms=timings, camera_info_error=info_error
+            result=result, messages=messages, timings_ms=timings, camera_info_error=info_error, tracks=tracks
         )
 
 
@@ -220,6 +249,7 @@ __all__ = [
     "enabled_outputs",
     "intrinsics_for",
     "load_predictor",
+    "make_distance_tracking",
     "message_options",
     "model_postprocess",
 ]

@@ -51,6 +51,9 @@ def write_params(path: Path, weights: Path, **extra: Any) -> Path:
         "include_stuff_detections": True,
         "diagnostics_period_s": 0.25,
         "error_log_throttle_s": 0.0,
+        # the shared node's outputs are compared with the Predictor's per-frame ids; tracking tests
+        # (test_ros_tracking.py) turn it on
+        "tracking": False,
         **extra,
     }
 

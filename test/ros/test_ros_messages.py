@@ -169,8 +169,8 @@ def test_emit_maps_first_overlay_last_and_same_with_a_helper_thread() -> None:
 
     serial = build_messages(_result(), _header(), _info(), MessageOptions(), rgb=rgb, emit=emit)
     assert emitted == serial
-    assert order == ["camera_info", "panoptic", "semantic", "depth", "detections", "detections_3d", "markers",
-                     "visualization"]  # fmt: skip
+    assert order == ["camera_info", "panoptic", "semantic", "depth", "detections", "detections_3d", "tracks",
+                     "markers", "visualization"]  # fmt: skip
 
     # The node's way: the maps leave from the helper thread before the segments exist.
     order.clear()
@@ -183,7 +183,7 @@ def test_emit_maps_first_overlay_last_and_same_with_a_helper_thread() -> None:
         pool.submit(lambda: None).result(timeout=10)  # one thread: the maps job has finished
         assert set(order) == {"camera_info", "panoptic", "semantic", "depth"}
         out = builder.add_segments(result)
-    assert emitted == out and len(order) == len(set(order)) == 8 and order[-1] == "visualization"
+    assert repr(emitted) == repr(out) and len(order) == len(set(order)) == 9 and order[-1] == "visualization"
     for name in ("panoptic", "semantic", "depth", "visualization"):
         assert bytes(serial[name].data) == bytes(out[name].data), name
 
@@ -258,8 +258,8 @@ def test_only_the_maps_the_outputs_read_are_made(outputs, sky_inf, needed) -> No
         if hasattr(want[name], "data"):
             assert (got[name].width, got[name].height) == (77, 50)
             assert bytes(got[name].data) == bytes(want[name].data), name
-        else:
-            assert got[name] == want[name], name
+        else:  # repr: TrackedSegment's NaN velocity never equals itself
+            assert got[name] == want[name] or repr(got[name]) == repr(want[name]), name
 
 
 PLANNER = {"detections", "detections_3d", "markers", "camera_info"}
@@ -299,5 +299,5 @@ def test_only_the_stuff_the_outputs_read_is_described(outputs, include_stuff, ne
     for name in want:
         if hasattr(want[name], "data"):
             assert bytes(got[name].data) == bytes(want[name].data), name
-        else:
-            assert got[name] == want[name], name
+        else:  # repr: TrackedSegment's NaN velocity never equals itself
+            assert got[name] == want[name] or repr(got[name]) == repr(want[name]), name

@@ -1,0 +1,286 @@
+"""The node's per-frame steps after the network: distance source (depth / ground / fused) and tracking.
+
+No rclpy here (the bag tool runs it too). :class:`DistanceAndTracking` holds, per input stream, a
+:class:`~panoptic_depthlab_core.tracking.Tracker` and a depth/ground agreement monitor, applies the
+distance source the parameters and the weights call for, tracks the things, and counts what went
+wrong with the stamps — everything ``/diagnostics`` reports about it (``values``, ``warnings``).
+
+Order per frame (the node's and the evaluation's, ``sequence_eval``): Predictor -> ground distance
+(``apply_ground_distance``: positions move to the ground contact) -> Tracker (3D association and
+velocity on those positions) -> track-consistent ids (``TrackingResult.apply``) -> messages.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from panoptic_depthlab_core.ground_distance import (
+    CameraMount,
+    CameraMountError,
+    DepthGroundAgreement,
+    apply_ground_distance,
+    depth_decoder_trained,
+)
+from panoptic_depthlab_core.results import FrameResult
+from panoptic_depthlab_core.tracking import Tracker, TrackerConfig, TrackState, stamp_to_ns
+
+DISTANCE_SOURCES = ("depth", "ground", "fused")
+LOG_THROTTLE_S = 5.0
+
+
+@dataclass(frozen=True)
+class DistancePolicy:
+    """The distance source that runs, why, and the camera mount it uses (None for depth)."""
+
+    source: str  # depth | ground | fused
+    reason: str
+    mount: CameraMount | None = None
+
+
+def weights_depth_trained(weights: str | Path | None) -> tuple[bool, str]:
+    """Whether the weights carry a trained depth decoder, and a sentence saying so (for the log)."""
+    if not weights:
+        return True, "random weights (no weights file)"
+    path = Path(weights)
+    if depth_decoder_trained(path):
+        return True, f"weights {path.name} carry a trained depth decoder"
+    return False, f"weights {path.name} have no trained depth decoder (their sidecar/metadata say so)"
+
+
+def resolve_distance_policy(requested: str, camera_height_m: float, camera_pitch_rad: float,
+                            depth_trained: bool, weights_note: str = "") -> DistancePolicy:
+    """The source for parameter ``distance_source`` = ``requested``; ValueError naming the parameter
+    when the camera mount it needs is missing or absurd."""
+    if requested not in (*DISTANCE_SOURCES, "auto"):
+        raise ValueError(f"distance_source must be auto, depth, ground or fused; got {requested!r}")
+    mount = None
+    if camera_height_m and camera_height_m > 0:
+        try:
+            mount = CameraMount(float(camera_height_m), float(camera_pitch_rad))
+        except CameraMountError as exc:
+            raise ValueError(f"camera_height_m/camera_pitch_rad: {exc}") from exc
+    note = f" ({weights_note})" if weights_note else ""
+    if requested == "depth":
+        reason = "distance_source depth"
+        if not depth_trained:
+            reason += ": the depth decoder is untrained, distances are not metric" + note
+        return DistancePolicy("depth", reason, None)
+    if requested in ("ground", "fused"):
+        if mount is None:
+            raise ValueError(
+                f"distance_source {requested} needs camera_height_m (the camera's height above the road, m) > 0; "
+                "it is not set"
+            )
+        reason = f"distance_source {requested}"
+        if requested == "fused" and not depth_trained:
+            reason += ": the depth decoder is untrained, fusing it adds noise" + note
+        return DistancePolicy(requested, reason, mount)
+    # auto
+    if not depth_trained:
+        if mount is None:
+            raise ValueError(
+                "camera_height_m is not set: the weights have no trained depth decoder, so distances come from "
+                "the ground plane, which needs camera_height_m (m above the road) and camera_pitch_rad "
+                "(or set distance_source depth to publish the untrained decoder's values)" + note
+            )
+        return DistancePolicy("ground", "ground: weights have no trained depth decoder" + note, mount)
+    if mount is None:
+        return DistancePolicy("depth", "depth: camera_height_m not set (no ground plane to fuse with)", None)
+    return DistancePolicy("fused", "fused: trained depth decoder and a camera mount (camera_height_m)", mount)
+
+
+def tracker_config(params: Any) -> TrackerConfig:
+    """TrackerConfig from the node parameters (NodeParams); the rest keeps its defaults."""
+    return TrackerConfig(
+        min_hits=params.tracking_min_hits,
+        max_misses=params.tracking_max_misses,
+        max_coast_s=params.tracking_max_coast_s,
+        reset_gap_s=params.tracking_reset_gap_s,
+        min_overlap=params.tracking_min_overlap,
+        gate_3d_sigmas=params.tracking_gate_3d_sigmas,
+        match_across_classes=params.tracking_match_across_classes,
+        corridor_half_width_m=params.tracking_corridor_half_width_m,
+        min_closing_speed_mps=params.tracking_min_closing_speed_mps,
+    )
+
+
+def header_stamp_ns(header: Any) -> int:
+    """builtin_interfaces/Time -> int nanoseconds; ValueError for a negative time."""
+    ns = int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+    return stamp_to_ns(ns)
+
+
+@dataclass
+class TrackedFrame:
+    """A frame after the distance source and the tracker."""
+
+    result: FrameResult  # track-consistent ids in segments and maps when tracked
+    tracks: list[TrackState | None] | None  # aligned with result.segments; None: tracking off
+    reset_reason: str | None = None
+
+
+@dataclass
+class _Stream:
+    tracker: Tracker
+    agreement: DepthGroundAgreement = field(default_factory=DepthGroundAgreement)
+    frames: int = 0
+    last_tracks: int = 0
+    last_confirmed: int = 0
+
+
+class DistanceAndTracking:
+    """Distance source + tracker per stream (one camera each). Thread-safe (``process`` is called
+    by one frame loop; parameters and diagnostics come from other threads).
+
+    ``log(level, text)`` (optional) gets the tracker resets and depth-decoder health changes,
+    at most once per ``LOG_THROTTLE_S`` per kind."""
+
+    def __init__(self, params: Any, depth_trained: bool = True, weights_note: str = "",
+                 log: Callable[[str, str], None] | None = None) -> None:
+        self.depth_trained = depth_trained
+        self.weights_note = weights_note
+        self.log = log
+        self._lock = threading.Lock()
+        self._streams: dict[str, _Stream] = {}
+        self.counters = {"tracker_resets": 0, "stamps_repeated": 0, "stamps_out_of_order": 0, "stamps_invalid": 0,
+                         "frames_without_3d": 0}
+        self.last_reset = ""
+        self.last_frame_had_k: bool | None = None
+        self._health_message = ""
+        self._health_ok: bool | None = None
+        self._last_log: dict[str, float] = {}
+        self.policy = DistancePolicy("depth", "not configured")
+        self.tracking = True
+        self._tracker_cfg = TrackerConfig()
+        self.update_params(params)
+
+    # -------------------------------------------------------------------------------- parameters
+    def update_params(self, params: Any) -> None:
+        """Apply the distance and tracking parameters (next frame); ValueError (nothing changed)
+        when the distance source cannot work with them."""
+        policy = resolve_distance_policy(params.distance_source, params.camera_height_m, params.camera_pitch_rad,
+                                         self.depth_trained, self.weights_note)
+        cfg = tracker_config(params)  # ConfigError (a ValueError) for an impossible combination
+        with self._lock:
+            self.policy = policy
+            if params.tracking and not self.tracking:
+                for stream in self._streams.values():
+                    stream.tracker.reset()
+            self.tracking = bool(params.tracking)
+            self._tracker_cfg = cfg
+            for stream in self._streams.values():
+                stream.tracker.cfg = cfg
+                if policy.source != "fused":
+                    stream.agreement.reset()
+
+    # -------------------------------------------------------------------------------- frames
+    def _stream(self, key: str) -> _Stream:
+        stream = self._streams.get(key)
+        if stream is None:
+            stream = self._streams[key] = _Stream(Tracker(self._tracker_cfg))
+        return stream
+
+    def process(self, result: FrameResult, header: Any, stream_key: str = "") -> TrackedFrame:
+        """Apply the distance source to ``result`` (in place: its segments are replaced) and track it."""
+        with self._lock:
+            policy, tracking = self.policy, self.tracking
+            stream = self._stream(stream_key)
+            has_k = result.K is not None
+            self.last_frame_had_k = has_k
+            if not has_k:
+                self.counters["frames_without_3d"] += 1
+            if policy.mount is not None:  # without K there is no contact: ground gives NaN, fused keeps depth
+                contacts = apply_ground_distance(result, policy.mount, depth_trained=policy.source == "fused")
+                if policy.source == "fused" and has_k:
+                    self._check_health(stream.agreement.update(contacts))
+            if not tracking:
+                return TrackedFrame(result, None)
+            try:
+                stamp = header_stamp_ns(header)
+            except (ValueError, TypeError, AttributeError) as exc:
+                self.counters["stamps_invalid"] += 1
+                self._log("stamp", "warning", f"tracking skipped for a frame: invalid stamp ({exc})")
+                return TrackedFrame(result, [None] * len(result.segments))
+            frame_id = str(getattr(header, "frame_id", ""))
+            tracking_result = stream.tracker.update(result, stamp, frame_id)
+            stream.frames += 1
+            if tracking_result.repeated_stamp:
+                self.counters["stamps_repeated"] += 1
+            reason = tracking_result.reset_reason
+            if reason is not None:
+                self.counters["tracker_resets"] += 1
+                if reason.startswith("stamp went back"):
+                    self.counters["stamps_out_of_order"] += 1
+                self.last_reset = reason
+                stream.agreement.reset()
+                self._log("reset", "info", f"tracker reset: {reason}")
+            states = [t for t in tracking_result.tracks if t is not None]
+            stream.last_tracks = len(states) + len(tracking_result.coasting)
+            stream.last_confirmed = sum(t.confirmed for t in states) + len(tracking_result.coasting)
+            return TrackedFrame(tracking_result.apply(result), tracking_result.tracks, reason)
+
+    def _check_health(self, status: Any) -> None:
+        self._health_message = status.message
+        if status.healthy is not None and status.healthy != self._health_ok:
+            self._health_ok = status.healthy
+            self._log("health", "info" if status.healthy else "warning", status.message)
+
+    def _log(self, kind: str, level: str, text: str) -> None:
+        if self.log is None:
+            return
+        now = time.monotonic()
+        if now - self._last_log.get(kind, -math.inf) >= LOG_THROTTLE_S:
+            self._last_log[kind] = now
+            self.log(level, text)
+
+    # -------------------------------------------------------------------------------- diagnostics
+    def describe(self) -> str:
+        """One line for the log at configure."""
+        policy = self.policy
+        mount = (f"camera {policy.mount.height_m:.2f} m above the road, pitch {policy.mount.pitch_rad:.4f} rad"
+                 if policy.mount else "no camera mount")
+        return f"distance source {policy.reason}; {mount}; tracking {'on' if self.tracking else 'off'}"
+
+    def values(self) -> dict[str, str]:
+        """/diagnostics keys: the distance source and why, the tracker's state, stamp problems."""
+        with self._lock:
+            policy = self.policy
+            values = {
+                "distance_source": policy.source,
+                "distance_source_reason": policy.reason,
+                "camera_mount": (f"height {policy.mount.height_m:.3f} m, pitch {policy.mount.pitch_rad:.4f} rad"
+                                 if policy.mount else "not used"),
+                "depth_decoder_health": (self._health_message or "no samples yet") if policy.source == "fused"
+                else f"not checked (distance_source {policy.source})",
+                "tracking": "on" if self.tracking else "off",
+                "tracks": str(sum(s.last_tracks for s in self._streams.values())),
+                "tracks_confirmed": str(sum(s.last_confirmed for s in self._streams.values())),
+                "tracker_resets": str(self.counters["tracker_resets"]),
+                "tracker_last_reset": self.last_reset or "none",
+                "stamps_repeated": str(self.counters["stamps_repeated"]),
+                "stamps_out_of_order": str(self.counters["stamps_out_of_order"]),
+                "stamps_invalid": str(self.counters["stamps_invalid"]),
+                "frames_without_3d": str(self.counters["frames_without_3d"]),
+            }
+            if self.last_frame_had_k is False:
+                values["motion"] = "no CameraInfo for the last frame: no 3D positions, velocity or time to collision"
+            elif self.last_frame_had_k:
+                values["motion"] = "3D positions, velocity and time to collision from CameraInfo"
+            return values
+
+    def warnings(self) -> list[str]:
+        """What makes /diagnostics WARN: a depth decoder that persistently disagrees with the road,
+        and, while tracking, frames without CameraInfo (no 3D, no velocity)."""
+        with self._lock:
+            found = []
+            if self.policy.source == "fused" and self._health_ok is False:
+                found.append(f"depth decoder health: {self._health_message}")
+            if self.tracking and self.last_frame_had_k is False:
+                found.append("no CameraInfo: no 3D positions, velocity or time to collision")
+            return found
