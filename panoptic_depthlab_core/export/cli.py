@@ -22,6 +22,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--dynamic", action="store_true", help="symbolic batch/height/width")
     p.add_argument("--opset", type=int, default=17)
     p.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime vs torch parity check")
+    p.add_argument(
+        "--precision", choices=["fp32", "fp16", "int8"], default="fp32",
+        help="precision of the file (recorded in its metadata): fp16 mixed, int8 static Q/DQ; I/O stays float32",
+    )  # fmt: skip
+    p.add_argument(
+        "--calib-data", default=None,
+        help="int8: synthetic[:SEED], a Cityscapes-layout folder, a folder of images or a rosbag2 bag",
+    )  # fmt: skip
+    p.add_argument("--calib-images", type=int, default=64, help="int8: number of calibration images")
+    p.add_argument("--calib-split", default="train", help="int8, Cityscapes-layout folder: the split")
+    p.add_argument("--calib-topic", action="append", default=None, help="int8, bag: image topic (repeatable)")
+    p.add_argument("--calib-method", choices=["minmax", "entropy", "percentile"], default="minmax")
+    p.add_argument(
+        "--int8-uint8-activations", action="store_true",
+        help="int8: asymmetric uint8 activations (ONNX Runtime CPU only; TensorRT needs symmetric int8)",
+    )  # fmt: skip
     p.add_argument("out", help="output .onnx path")
 
     t = sub.add_parser(
@@ -59,13 +75,32 @@ def _export_onnx(args: argparse.Namespace) -> int:
         load_model_weights(model, args.weights)
     else:
         logging.warning("no --weights: exporting freshly initialised weights")
-    path = export_onnx(model, args.out, height, width, dynamic=args.dynamic, opset=args.opset)
+    calibration, int8_options = None, None
+    if args.precision == "int8":
+        from .calibration import CalibrationDataReader
+
+        if not args.calib_data:
+            raise ValueError("--precision int8 needs --calib-data (synthetic[:SEED], an image folder or a bag)")
+        calibration = CalibrationDataReader(
+            args.calib_data, (height, width), max_images=args.calib_images, split=args.calib_split,
+            topics=args.calib_topic, synthetic_size=(height, width),
+        )  # fmt: skip
+        int8_options = {"method": args.calib_method, "symmetric_activations": not args.int8_uint8_activations}
+    path = export_onnx(
+        model, args.out, height, width, dynamic=args.dynamic, opset=args.opset, precision=args.precision,
+        calibration=calibration, int8_options=int8_options,
+    )  # fmt: skip
     from .onnx_export import check_onnx_file
+    from .precision import check_precision_parity, onnx_metadata
 
     report = {"onnx": str(path), "input_shape": onnx_input_shape(check_onnx_file(path)), "opset": args.opset}
+    report["metadata"] = {k: v for k, v in onnx_metadata(path).items() if "names" not in k}
     if not args.no_verify:
         image = torch.from_numpy(realistic_test_image(height, width)).permute(2, 0, 1)[None].float()
-        report["max_abs_diff_vs_torch"] = check_parity(model, path, image)
+        if args.precision == "fp32":
+            report["max_abs_diff_vs_torch"] = check_parity(model, path, image)
+        else:
+            report["agreement_with_torch_fp32"] = check_precision_parity(model, path, image, args.precision)
     print(json.dumps(report, indent=2))
     return 0
 

@@ -23,7 +23,8 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from collections.abc import Iterable
+import warnings
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -142,9 +143,12 @@ def convert_to_fp16(
             raise ValueError(f"keep_fp32_nodes names no node of the graph: {sorted(unknown)}")
     # The converter blocks (keeps in fp32) these op types by default; our graph has none of them
     # apart from what the block list names, so the node list alone decides.
-    converted = float16.convert_float_to_float16(
-        model, keep_io_types=True, node_block_list=keep, disable_shape_infer=False
-    )
+    with warnings.catch_warnings():
+        # one "float32 number ... will be truncated" per tiny weight: fp16's range, expected
+        warnings.simplefilter("ignore", UserWarning)
+        converted = float16.convert_float_to_float16(
+            model, keep_io_types=True, node_block_list=keep, disable_shape_infer=False
+        )
     _float_outputs(converted)
     set_onnx_metadata(
         converted,
@@ -186,9 +190,10 @@ def quantize_int8(
     method: str = "minmax",
     per_channel: bool = True,
     symmetric_activations: bool = True,
-    exclude_nodes: Iterable[str] | None = None,
+    exclude_nodes: Iterable[str] | Callable[[onnx.ModelProto], list[str]] | None = None,
     preprocess: bool = True,
     percentile: float = 99.999,
+    op_types: Iterable[str] | None = None,
     metadata: dict[str, Any] | None = None,
 ) -> Path:
     """Static int8 quantization in QDQ format with ONNX Runtime's tools; returns ``out_path``.
@@ -198,8 +203,10 @@ def quantize_int8(
     ``symmetric_activations``: int8 activations with zero point 0, the only form TensorRT builds
     from (its explicit quantization is symmetric); False gives uint8 asymmetric activations, which
     only ONNX Runtime on a CPU can use. ``exclude_nodes`` None = the input normalisation, the
-    output tails and the heads' predictor convs stay fp32 (module docstring). ``preprocess``:
+    output tails and the heads' predictor convs stay fp32 (module docstring); a callable gets the graph
+    that is quantized (after pre-processing, which renames and fuses nodes). ``preprocess``:
     ONNX Runtime's ``quant_pre_process`` (shape inference + graph optimisation) first.
+    ``op_types``: the op types to quantize (None = every type ONNX Runtime can quantize).
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
@@ -230,6 +237,8 @@ def quantize_int8(
             onnx.save(model, str(named))
         if exclude_nodes is None:
             exclude = input_normalisation_nodes(model) + output_tail_nodes(model, include_predictors=True)
+        elif callable(exclude_nodes):
+            exclude = list(exclude_nodes(model))
         else:
             exclude = list(exclude_nodes)
             unknown = set(exclude) - {n.name for n in model.graph.node}
@@ -251,6 +260,7 @@ def quantize_int8(
             weight_type=QuantType.QInt8,
             calibrate_method=calibrate_method,
             nodes_to_exclude=exclude,
+            op_types_to_quantize=list(op_types) if op_types is not None else None,
             extra_options=extra,
         )
         result = onnx.load(str(quantized))
@@ -271,6 +281,60 @@ def quantize_int8(
     path = _save(result, out_path)
     log.info("int8 ONNX %s (%s, %.1f s)", path, entries["calibration.source"], time.perf_counter() - start)
     return path
+
+
+# ------------------------------------------------------------------------------------- parity
+# What a reduced-precision file must keep of torch fp32, checked after every export (a gross
+# failure: a broken conversion, a calibration of the wrong data). The tests hold tighter, measured
+# bounds per model; these floors are loose enough for any model that quantizes at all.
+MIN_SEMANTIC_AGREEMENT = {"fp16": 0.99, "int8": 0.90}
+MAX_DEPTH_REL_MEAN = {"fp16": 0.01, "int8": 0.10}
+
+
+def precision_parity(model, onnx_path: str | Path, images) -> dict[str, float]:
+    """How ONNX Runtime (CPU) on ``onnx_path`` agrees with torch fp32 on ``images`` (float32
+    [B, 3, H, W] 0-255): semantic argmax agreement (fraction of pixels), depth relative error
+    (mean and 99th percentile), center heatmap max abs error, offset mean abs error (pixels)."""
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    from ..model import OUTPUT_NAMES
+
+    images = images.detach().float().cpu()
+    with torch.no_grad():
+        ref = {k: v.numpy() for k, v in model.eval().float().cpu()(images).items()}
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    got = dict(zip(OUTPUT_NAMES, session.run(list(OUTPUT_NAMES), {"images": images.numpy()}), strict=True))
+    for name, value in got.items():
+        if value.dtype != np.float32 or value.shape != ref[name].shape:
+            raise ValueError(
+                f"{onnx_path}: output {name} is {value.dtype} {value.shape}, expected float32 {ref[name].shape}"
+            )
+    rel = np.abs(got["depth"] - ref["depth"]) / np.maximum(ref["depth"], 1e-3)
+    return {
+        "finite": float(all(np.isfinite(v).all() for v in got.values())),
+        "semantic_agreement": float((got["sem_logits"].argmax(1) == ref["sem_logits"].argmax(1)).mean()),
+        "depth_rel_mean": float(rel.mean()),
+        "depth_rel_p99": float(np.percentile(rel, 99)),
+        "center_max_abs": float(np.abs(got["center"] - ref["center"]).max()),
+        "offset_mean_abs_px": float(np.abs(got["offset"] - ref["offset"]).mean()),
+    }
+
+
+def check_precision_parity(model, onnx_path: str | Path, images, precision: str) -> dict[str, float]:
+    """``precision_parity``; ValueError naming the file when it is below the floors above."""
+    parity = precision_parity(model, onnx_path, images)
+    problems = []
+    if not parity["finite"]:
+        problems.append("non-finite outputs")
+    if parity["semantic_agreement"] < MIN_SEMANTIC_AGREEMENT[precision]:
+        problems.append(f"semantic agreement {parity['semantic_agreement']:.4f} < {MIN_SEMANTIC_AGREEMENT[precision]}")
+    if parity["depth_rel_mean"] > MAX_DEPTH_REL_MEAN[precision]:
+        problems.append(f"depth relative error {parity['depth_rel_mean']:.4f} > {MAX_DEPTH_REL_MEAN[precision]}")
+    if problems:
+        raise ValueError(f"{precision} ONNX {onnx_path} disagrees with torch fp32: {'; '.join(problems)} ({parity})")
+    return parity
 
 
 class _OrtReader:
