@@ -170,13 +170,13 @@ def profile_ops(path: Path, inputs: list[np.ndarray], threads: int, tmp: Path) -
 
 
 def quantized_share(path: Path) -> dict:
-    """Convs of the file with int8 inputs (a DequantizeLinear in front of data and weight) vs fp32."""
+    """Convs of the file with int8 weights (a DequantizeLinear gives the weight) vs fp32 ones."""
     model = onnx.load(str(path))
     producers = {o: n for n in model.graph.node for o in n.output}
     q = f = 0
     for n in model.graph.node:
         if n.op_type == "Conv":
-            src = producers.get(n.input[0])
+            src = producers.get(n.input[1])
             if src is not None and src.op_type == "DequantizeLinear":
                 q += 1
             else:
@@ -195,6 +195,10 @@ def main() -> int:
     ap.add_argument("--timing-frames", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--levers", action="store_true", help="also measure the int8 levers")
+    ap.add_argument(
+        "--levers-only", action="store_true",
+        help="only the levers, from the files of an earlier run in --work; writes precision_levers_<machine>.json",
+    )  # fmt: skip
     ap.add_argument("--lever-frames", type=int, default=50, help="val frames each lever variant is scored on")
     ap.add_argument("--work", default="", help="folder for the ONNX files (default: a temporary one)")
     ap.add_argument("--out", default="")
@@ -216,6 +220,17 @@ def main() -> int:
 
     predictor = Predictor.from_config()  # the shipped default model
     hw = predictor.input_hw
+    if args.levers_only:
+        paths = {k: work / f"{k}.onnx" for k in ("fp32", "fp16", "int8")}
+        reader = CalibrationDataReader(args.calib, hw, max_images=args.calib_images)
+        inputs = network_inputs(records, args.timing_frames)
+        report["levers"] = levers(paths, reader, records[: args.lever_frames], inputs, threads, args, work)
+        report["load_average_at_end"] = os.getloadavg()
+        name = f"precision_levers_{machine_slug(info)}.json"
+        out = Path(args.out) if args.out else REPO / "benchmarks" / "results" / name
+        out.write_text(json.dumps(report, indent=1) + "\n")
+        print(f"wrote {out}", file=sys.stderr)
+        return 0
     t0 = time.perf_counter()
     paths = {"fp32": export_onnx(predictor.model, work / "fp32.onnx", *hw)}
     t1 = time.perf_counter()
@@ -258,24 +273,60 @@ def main() -> int:
     report["load_average_at_end"] = os.getloadavg()
     out = Path(args.out) if args.out else REPO / "benchmarks" / "results" / f"precision_{machine_slug(info)}.json"
     out.write_text(json.dumps(report, indent=1) + "\n")
+    print(markdown(report))
     print(f"wrote {out}", file=sys.stderr)
     return 0
 
 
+def markdown(report: dict) -> str:
+    """The docs/precision.md tables from a report."""
+    acc, net = report.get("accuracy", {}), report.get("network_time", {})
+    lines = [] if not acc else [
+        "| precision | PQ | PQ things / stuff | mIoU | AbsRel | distance error mean (m) / median rel | "
+        "network ms (best round / median round) | speed vs fp32 | file MB |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for k, a in acc.items():
+        lines.append(
+            f"| {k} | {a['pq']:.2f} | {a['pq_things']:.1f} / {a['pq_stuff']:.1f} | {a['miou']:.2f} | "
+            f"{a['abs_rel']:.4f} | "
+            f"{a['distance_mean_abs_m']:.3f} / {a['distance_median_rel']:.4f} | "
+            f"{net[k]['ms_min_round']:.1f} / {net[k]['ms_median_round']:.1f} | "
+            f"{report['speedup_vs_fp32'][k]:.2f}x | {report['files'][k]['bytes'] / 1e6:.1f} |"
+        )
+    if "levers" in report:
+        ref = report["levers"].get("fp32 reference (same frames)", {}).get("accuracy", {})
+        lines += ["", "| int8 lever | PQ (fp32 on the same frames: {:.2f}) | AbsRel ({:.4f}) | speed vs fp32 |".format(
+            ref.get("pq", float("nan")), ref.get("abs_rel", float("nan"))), "|---|---|---|---|"]  # fmt: skip
+        for name, r in report["levers"].items():
+            a = r.get("accuracy", {})
+            pq = f"{a['pq']:.2f}" if a else "–"
+            rel = f"{a['abs_rel']:.4f}" if a else "–"
+            speed = f"{r['speedup_vs_fp32']:.2f}x" if "speedup_vs_fp32" in r else "–"
+            lines.append(f"| {name} | {pq} | {rel} | {speed} |")
+    return "\n".join(lines)
+
+
 def levers(paths, reader, records, inputs, threads, args, work: Path) -> dict:
     """int8 variants, each changed in one lever from the default (scored on ``records``)."""
-    fp32_model = onnx.load(str(paths["fp32"]))
-    norm = input_normalisation_nodes(fp32_model)
-    tails = output_tail_nodes(fp32_model)
+    def norm(m):
+        return input_normalisation_nodes(m)
+
+    def tails(m):
+        return input_normalisation_nodes(m) + output_tail_nodes(m)
+
+    def heads(m):  # every node outside the backbone, i.e. the three decoders and heads
+        return [n.name for n in m.graph.node if not n.name.startswith("/model/backbone")]
+
     variants: dict[str, dict] = {
         "default (per-channel, minmax, tails+predictors fp32, pre-processed, int8 symmetric)": {},
         "per-tensor weights": {"per_channel": False},
-        "calibration entropy": {"method": "entropy"},
         "calibration percentile 99.999": {"method": "percentile"},
         "16 calibration images": {"images": 16},
-        "256 calibration images": {"images": 256},
         "only the normalisation fp32 (tails and predictors int8)": {"exclude_nodes": norm},
-        "tails fp32, predictors int8": {"exclude_nodes": norm + tails},
+        "tails fp32, predictors int8": {"exclude_nodes": tails},
+        "decoders fp32 (backbone int8)": {"exclude_nodes": heads},
+        "op types: Conv only": {"op_types": ["Conv"]},
         "no quant_pre_process": {"preprocess": False},
         "uint8 asymmetric activations (CPU only; TensorRT needs symmetric)": {"symmetric_activations": False},
     }
