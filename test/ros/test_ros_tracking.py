@@ -30,6 +30,8 @@ from pdl_ros_harness import (  # noqa: E402
 from panoptic_depthlab_core.data.synthetic.drive import SyntheticDrive  # noqa: E402
 from panoptic_depthlab_ros.bags.record import record_bag  # noqa: E402
 
+pytestmark = pytest.mark.slow  # one node with the default model for the module (~30 s to start here)
+
 SIZE = (256, 512)  # the default model's network input: no resize
 DRIVE_SEED = 3
 BASE_S = 100  # stamp of the drive's t = 0
@@ -296,17 +298,27 @@ def test_absurd_camera_mount_is_a_parameter_error(pdl_client, outputs, tracking_
     assert tracking_node.alive()
 
 
-def test_configure_fails_naming_the_camera_parameter(ros_env, tmp_path, pdl_weights):
-    """A params file with an absurd height and distance_source ground: the override is refused
-    (logged, naming the parameter) and configure fails naming camera_height_m; no crash."""
-    params = write_params(tmp_path / "params.yaml", pdl_weights, distance_source="ground", camera_height_m=50.0)
-    node = NodeProcess(ros_env, params, tmp_path / "node.log", "pdl_bad_mount", namespace="/bad")
+def test_configure_fails_naming_the_camera_parameter(pdl_context, monkeypatch):
+    """An absurd height override (50 m) with distance_source ground: the override is refused
+    (logged, naming the parameter) and configure fails naming camera_height_m, before any model
+    is loaded; the node object stays usable (in this process: no model is involved)."""
+    from rclpy.impl.rcutils_logger import RcutilsLogger
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.parameter import Parameter
+
+    from panoptic_depthlab_ros.node import PanopticDepthLabNode
+
+    errors: list[str] = []
+    monkeypatch.setattr(RcutilsLogger, "error", lambda self, message, **kw: errors.append(str(message)) or True)
+    overrides = [Parameter("distance_source", value="ground"), Parameter("camera_height_m", value=50.0)]
+    node = PanopticDepthLabNode("pdl_bad_mount", namespace="/bad", context=pdl_context,
+                                parameter_overrides=overrides)
     try:
-        wait_until(lambda: "configure refused" in node.log(), 90, "configure to be refused", node)
-        log = node.log()
-        assert "parameter camera_height_m" in log
-        refused = [line for line in log.splitlines() if "configure refused" in line]
-        assert any("camera_height_m" in line for line in refused), refused
-        assert node.alive()
+        assert any(e.startswith("parameter camera_height_m") for e in errors), errors
+        assert node.get_parameter("camera_height_m").value == 0.0  # the default, not 50 m
+        assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+        refused = [e for e in errors if e.startswith("configure refused")]
+        assert refused and "camera_height_m" in refused[-1], errors
+        assert node._processor is None
     finally:
-        node.stop()
+        node.destroy_node()
