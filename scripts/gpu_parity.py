@@ -59,10 +59,7 @@ def main() -> int:
     ap.add_argument("--out", default="parity.json")
     args = ap.parse_args()
 
-    from panoptic_depthlab_core.export.calibration import CalibrationDataReader
     from panoptic_depthlab_core.model import build_model
-    from panoptic_depthlab_core.runtime import BackendConfig, create_backend
-    from panoptic_depthlab_core.runtime.onnxruntime_backend import OnnxRuntimeBackend
     from panoptic_depthlab_core.runtime.tensorrt_backend import TensorRTNotAvailable, import_tensorrt
     from panoptic_depthlab_core.weights import load_model_weights
 
@@ -82,7 +79,7 @@ def main() -> int:
 
     report: dict = {
         "model": str(DEFAULT_CONFIG.name), "input_hw": list(hw), "device": str(device), "images": args.images,
-        "tensorrt": trt_problem or "available", "files": {}, "pairs": {}, "checks": {},
+        "tensorrt": trt_problem or "available", "files": {}, "pairs": {}, "checks": {}, "errors": {},
     }  # fmt: skip
     with torch.no_grad():
         ref_model = model.to(device)
@@ -91,51 +88,58 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="pdl_parity_") as tmp:
         for precision in ("fp32", "fp16", "int8"):
-            t0 = time.perf_counter()
-            calibration = (
-                CalibrationDataReader("synthetic", hw, max_images=args.calib_images) if precision == "int8" else None
-            )
-            path = export_onnx(model, Path(tmp) / f"default_{precision}.onnx", *hw, precision=precision,
-                               calibration=calibration)  # fmt: skip
-            report["files"][precision] = {"export_s": round(time.perf_counter() - t0, 1), "bytes": path.stat().st_size}
-            runners = {"onnxruntime_cpu": BackendConfig(name="onnxruntime", device="cpu", precision=precision,
-                                                        onnx_path=str(path))}  # fmt: skip
-            if not trt_problem:
-                engines = str(Path(tmp) / "engines")
-                runners["tensorrt"] = BackendConfig(name="tensorrt", device=str(device), precision=precision,
-                                                    onnx_path=str(path), engine_cache_dir=engines)  # fmt: skip
-            outputs: dict[str, list[dict[str, np.ndarray]]] = {}
-            for name, bcfg in runners.items():
-                t0 = time.perf_counter()
-                backend = (
-                    OnnxRuntimeBackend(None, bcfg, hw) if name == "onnxruntime_cpu" else create_backend(bcfg, None, hw)
-                )
-                with torch.no_grad():
-                    outputs[name] = [
-                        {k: v.float().cpu().numpy() for k, v in backend(im.to(backend.device)).items()} for im in images
-                    ]
-                report["files"][precision][f"{name}_s"] = round(time.perf_counter() - t0, 1)
-                pair = f"{name}_{precision}_vs_torch_fp32"
-                report["pairs"][pair] = mean_over(
-                    [compare(r, g) for r, g in zip(reference, outputs[name], strict=True)]
-                )
-            if "tensorrt" in outputs:
-                pair = f"tensorrt_vs_onnxruntime_{precision}"
-                same_file = mean_over(
-                    [compare(o, t) for o, t in zip(outputs["onnxruntime_cpu"], outputs["tensorrt"], strict=True)]
-                )
-                report["pairs"][pair] = same_file
-                report["checks"][pair] = bool(same_file["sem_argmax_agreement"] >= args.min_agreement
-                                              and same_file["depth_absrel"] <= args.max_depth_absrel)  # fmt: skip
-            if precision == "fp16":
-                fp16 = report["pairs"]["onnxruntime_cpu_fp16_vs_torch_fp32"]
-                report["checks"]["onnxruntime_fp16_vs_torch_fp32"] = bool(
-                    fp16["sem_argmax_agreement"] >= args.min_agreement and fp16["depth_absrel"] <= args.max_depth_absrel
-                )
+            try:
+                run_precision(precision, Path(tmp), model, hw, images, reference, device, trt_problem, args, report)
+            except Exception as exc:  # e.g. onnxconverter-common missing on the GPU machine: say so, go on
+                report["errors"][precision] = f"{type(exc).__name__}: {exc}"
+                report["checks"][f"{precision}_ran"] = False
     report["all_checks_pass"] = all(report["checks"].values())
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
     return 0 if report["all_checks_pass"] else 1
+
+
+def run_precision(precision, tmp, model, hw, images, reference, device, trt_problem, args, report) -> None:
+    """Export ``model`` at ``precision``, run the file in every runtime here, compare, record in ``report``."""
+    from panoptic_depthlab_core.export.calibration import CalibrationDataReader
+    from panoptic_depthlab_core.runtime import BackendConfig, create_backend
+    from panoptic_depthlab_core.runtime.onnxruntime_backend import OnnxRuntimeBackend
+
+    t0 = time.perf_counter()
+    calibration = CalibrationDataReader("synthetic", hw, max_images=args.calib_images) if precision == "int8" else None
+    path = export_onnx(model, tmp / f"default_{precision}.onnx", *hw, precision=precision,
+                       calibration=calibration)  # fmt: skip
+    report["files"][precision] = {"export_s": round(time.perf_counter() - t0, 1), "bytes": path.stat().st_size}
+    runners = {"onnxruntime_cpu": BackendConfig(name="onnxruntime", device="cpu", precision=precision,
+                                                onnx_path=str(path))}  # fmt: skip
+    if not trt_problem:
+        engines = str(tmp / "engines")
+        runners["tensorrt"] = BackendConfig(name="tensorrt", device=str(device), precision=precision,
+                                            onnx_path=str(path), engine_cache_dir=engines)  # fmt: skip
+    outputs: dict[str, list[dict[str, np.ndarray]]] = {}
+    for name, bcfg in runners.items():
+        t0 = time.perf_counter()
+        backend = OnnxRuntimeBackend(None, bcfg, hw) if name == "onnxruntime_cpu" else create_backend(bcfg, None, hw)
+        with torch.no_grad():
+            outputs[name] = [
+                {k: v.float().cpu().numpy() for k, v in backend(im.to(backend.device)).items()} for im in images
+            ]
+        report["files"][precision][f"{name}_s"] = round(time.perf_counter() - t0, 1)
+        pair = f"{name}_{precision}_vs_torch_fp32"
+        report["pairs"][pair] = mean_over([compare(r, g) for r, g in zip(reference, outputs[name], strict=True)])
+    if "tensorrt" in outputs:
+        pair = f"tensorrt_vs_onnxruntime_{precision}"
+        same_file = mean_over(
+            [compare(o, t) for o, t in zip(outputs["onnxruntime_cpu"], outputs["tensorrt"], strict=True)]
+        )
+        report["pairs"][pair] = same_file
+        report["checks"][pair] = bool(same_file["sem_argmax_agreement"] >= args.min_agreement
+                                      and same_file["depth_absrel"] <= args.max_depth_absrel)  # fmt: skip
+    if precision == "fp16":
+        fp16 = report["pairs"]["onnxruntime_cpu_fp16_vs_torch_fp32"]
+        report["checks"]["onnxruntime_fp16_vs_torch_fp32"] = bool(
+            fp16["sem_argmax_agreement"] >= args.min_agreement and fp16["depth_absrel"] <= args.max_depth_absrel
+        )
 
 
 if __name__ == "__main__":
