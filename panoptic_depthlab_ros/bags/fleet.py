@@ -31,16 +31,22 @@ import math
 import multiprocessing
 import os
 import shutil
+import signal
 import socket
 import sys
 import time
 import traceback
 import uuid
 from collections import deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from multiprocessing.connection import wait as wait_connections
 from pathlib import Path
 from typing import Any
+
+import cv2
+import torch
+
+from panoptic_depthlab_core.predictor import DEFAULT_CONFIG, DEFAULT_WEIGHTS, Predictor
 
 from . import bag_eval
 from .prediction_export import BagPredictionExport, ExportSettings
@@ -243,8 +249,6 @@ def _file_sha256(path: Path) -> str:
 def model_id(params: Any) -> str:
     """sha256 of the model config and weights files the parameters name (the default model's when
     empty); random initialisation (a config without weights) is named as such."""
-    from panoptic_depthlab_core.predictor import DEFAULT_CONFIG, DEFAULT_WEIGHTS
-
     config = Path(params.model_config) if params.model_config else DEFAULT_CONFIG
     weights = Path(params.weights) if params.weights else (None if params.model_config else DEFAULT_WEIGHTS)
     digest = hashlib.sha256()
@@ -429,12 +433,10 @@ def build_processor(params: Any, threads: int = 0) -> Any:
     workers share the cores, and both torch and ONNX Runtime would otherwise each take them all."""
     if threads <= 0:
         return bag_eval.make_processor(params)
-    import torch
-
-    from panoptic_depthlab_core.predictor import Predictor
-    from panoptic_depthlab_ros.processing import FrameProcessor, message_options
+    from panoptic_depthlab_ros.processing import FrameProcessor, message_options  # ROS message packages
 
     torch.set_num_threads(threads)  # the post-processing runs in torch too
+    cv2.setNumThreads(threads)  # image decoding and resizing
     predictor = Predictor.from_config(
         config=params.model_config or None,
         weights=params.weights or None,
@@ -454,8 +456,6 @@ def build_processor(params: Any, threads: int = 0) -> Any:
 
 def process_bag(job: BagJob, cache: ProcessorCache) -> BagOutcome:
     """Evaluate one bag into a private work folder and publish it atomically. Runs in a worker."""
-    from dataclasses import replace
-
     out_dir = Path(job.out_dir)
     host, pid = socket.gethostname(), os.getpid()
     work = out_dir / WORK_DIR / f"{job.name}.{host}.{pid}.{uuid.uuid4().hex[:8]}"
@@ -539,6 +539,30 @@ def _died(job: BagJob, attempts: int, reason: str) -> BagOutcome:
     return BagOutcome(job.name, job.input, STATUS_FAILED, error=reason, attempts=attempts)
 
 
+THREAD_ENV_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+@contextlib.contextmanager
+def _worker_thread_env(threads: int):
+    """The thread-count variables a spawned worker starts with (what the user set wins).
+
+    They must be in place before the worker imports numpy/torch: OpenBLAS and OpenMP size their
+    pools then, one thread per core each, and N workers x all cores of spinning threads on a shared
+    machine cost several times the work itself (Ray sets OMP_NUM_THREADS for its workers likewise)."""
+    saved = {name: os.environ.get(name) for name in THREAD_ENV_VARS}
+    try:
+        if threads > 0:
+            for name in THREAD_ENV_VARS:
+                os.environ.setdefault(name, str(threads))
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def run_local(jobs: list[BagJob], workers: int, retries: int, gpus: list[str] | None = None,
               on_outcome: Any = None) -> list[BagOutcome]:
     """Evaluate ``jobs`` with ``workers`` spawned processes; a worker that dies is replaced and its
@@ -555,7 +579,8 @@ def run_local(jobs: list[BagJob], workers: int, retries: int, gpus: list[str] | 
         parent, child = ctx.Pipe()
         gpu = gpus[started % len(gpus)] if gpus else None
         process = ctx.Process(target=_worker_main, args=(child, gpu), daemon=True, name=f"bag-worker-{started}")
-        process.start()
+        with _worker_thread_env(jobs[0].threads if jobs else 0):
+            process.start()
         child.close()
         started += 1
         return _Slot(process, parent)
@@ -633,8 +658,6 @@ def _exit_reason(code: int | None) -> str:
     if code is None:
         return "still running"
     if code < 0:
-        import signal
-
         try:
             return f"killed by {signal.Signals(-code).name}"
         except ValueError:
@@ -806,8 +829,6 @@ def _local_gpus(device: str, workers: int) -> list[str] | None:
     if visible:
         ids = [v for v in visible.split(",") if v.strip()]
     else:
-        import torch
-
         ids = [str(i) for i in range(torch.cuda.device_count())]
     return ids or None
 
@@ -906,8 +927,6 @@ def run_fleet(args: argparse.Namespace) -> dict:
 
 
 def _with_threads(job: BagJob, threads: int) -> BagJob:
-    from dataclasses import replace
-
     return replace(job, threads=threads)
 
 
