@@ -20,10 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from panoptic_depthlab_core.eval.sequence_eval import SequenceFrame, SequenceMetrics, SequenceMetricsConfig
 from panoptic_depthlab_core.ground_distance import (
     CameraMount,
     CameraMountError,
     DepthGroundAgreement,
+    GroundContact,
     apply_ground_distance,
     depth_decoder_trained,
 )
@@ -123,6 +127,10 @@ class TrackedFrame:
     result: FrameResult  # track-consistent ids in segments and maps when tracked
     tracks: list[TrackState | None] | None  # aligned with result.segments; None: tracking off
     reset_reason: str | None = None
+    # aligned with result.segments, for evaluations: the decoder's distance before the source was
+    # applied, and the ground contact (None: no ground distance computed)
+    decoder_distance_m: list[float] = field(default_factory=list)
+    contacts: list[GroundContact | None] = field(default_factory=list)
 
 
 @dataclass
@@ -179,6 +187,13 @@ class DistanceAndTracking:
                 if policy.source != "fused":
                     stream.agreement.reset()
 
+    def reset(self) -> None:
+        """Forget every stream's tracks and agreement window (a new bag; track ids keep counting)."""
+        with self._lock:
+            for stream in self._streams.values():
+                stream.tracker.reset()
+                stream.agreement.reset()
+
     # -------------------------------------------------------------------------------- frames
     def _stream(self, key: str) -> _Stream:
         stream = self._streams.get(key)
@@ -195,18 +210,21 @@ class DistanceAndTracking:
             self.last_frame_had_k = has_k
             if not has_k:
                 self.counters["frames_without_3d"] += 1
+            decoder = [s.distance_m for s in result.segments]
+            contacts: dict[int, GroundContact] = {}
             if policy.mount is not None:  # without K there is no contact: ground gives NaN, fused keeps depth
                 contacts = apply_ground_distance(result, policy.mount, depth_trained=policy.source == "fused")
                 if policy.source == "fused" and has_k:
                     self._check_health(stream.agreement.update(contacts))
+            aligned = [contacts.get(s.id) for s in result.segments]  # ids before tracking renumbers them
             if not tracking:
-                return TrackedFrame(result, None)
+                return TrackedFrame(result, None, None, decoder, aligned)
             try:
                 stamp = header_stamp_ns(header)
             except (ValueError, TypeError, AttributeError) as exc:
                 self.counters["stamps_invalid"] += 1
                 self._log("stamp", "warning", f"tracking skipped for a frame: invalid stamp ({exc})")
-                return TrackedFrame(result, [None] * len(result.segments))
+                return TrackedFrame(result, [None] * len(result.segments), None, decoder, aligned)
             frame_id = str(getattr(header, "frame_id", ""))
             tracking_result = stream.tracker.update(result, stamp, frame_id)
             stream.frames += 1
@@ -223,7 +241,7 @@ class DistanceAndTracking:
             states = [t for t in tracking_result.tracks if t is not None]
             stream.last_tracks = len(states) + len(tracking_result.coasting)
             stream.last_confirmed = sum(t.confirmed for t in states) + len(tracking_result.coasting)
-            return TrackedFrame(tracking_result.apply(result), tracking_result.tracks, reason)
+            return TrackedFrame(tracking_result.apply(result), tracking_result.tracks, reason, decoder, aligned)
 
     def _check_health(self, status: Any) -> None:
         self._health_message = status.message
@@ -284,3 +302,51 @@ class DistanceAndTracking:
             if self.tracking and self.last_frame_had_k is False:
                 found.append("no CameraInfo: no 3D positions, velocity or time to collision")
             return found
+
+
+class SequenceScorer:
+    """Tracking metrics of one camera stream against GT panoptic maps with ids consistent over time
+    (a synthetic drive bag): ``sequence_eval.SequenceMetrics`` fed with what the node published —
+    HOTA/DetA/AssA, IDF1, MOTA, STQ, distances by range band, and with GT motion the velocity and
+    time-to-collision errors."""
+
+    def __init__(self, name: str, corridor_half_width_m: float = 1.5) -> None:
+        self.metrics = SequenceMetrics(SequenceMetricsConfig(corridor_half_width_m=corridor_half_width_m))
+        self.metrics.begin(name)
+        self.frames = 0
+
+    def add(self, frame: TrackedFrame, gt_panoptic: Any, gt_depth_m: Any, stamp_ns: int,
+            motion: Any = None) -> None:
+        """One processed frame (``ProcessedFrame.tracked``) with its GT (int32 ids, -1 void; depth
+        in m or None) and optional ``FrameMotion``. Frames without tracks score as untracked."""
+        result = frame.result
+        ids = np.asarray(result.panoptic_ids if result.panoptic_ids is not None
+                         else result.upsampling.upsample(result.upsampling.panoptic_ids))
+        tracks = frame.tracks or [None] * len(result.segments)
+        top = max([s.id for s in result.segments], default=0)
+        lut = np.zeros(top + 2, dtype=np.int64)  # panoptic id -> track id (0 none); last entry: void
+        states: dict[int, TrackState] = {}
+        distances: dict[int, dict] = {}
+        for i, (seg, state) in enumerate(zip(result.segments, tracks, strict=True)):
+            if state is None:
+                continue
+            lut[seg.id] = state.track_id
+            states[state.track_id] = state
+            contact = frame.contacts[i] if i < len(frame.contacts) else None
+            distances[state.track_id] = {
+                "decoder": frame.decoder_distance_m[i] if i < len(frame.decoder_distance_m) else math.nan,
+                "ground": contact.distance_m if contact is not None else math.nan,
+                "ground_reliable": bool(contact is not None and contact.reliable),
+                "published": seg.distance_m,
+                "source": seg.distance_source,
+            }
+        track_map = np.take(lut, np.where((ids < 0) | (ids > top), top + 1, ids))
+        gt = np.asarray(gt_panoptic)
+        depth = np.full(gt.shape, np.nan, np.float32) if gt_depth_m is None else np.asarray(gt_depth_m)
+        sequence_frame = SequenceFrame(rgb=None, K=result.K, gt_panoptic=gt, gt_depth_m=depth,  # type: ignore[arg-type]
+                                       stamp_s=stamp_ns / 1e9, motion=motion)
+        self.metrics.add(sequence_frame, track_map, ids, states, distances)
+        self.frames += 1
+
+    def result(self) -> dict:
+        return self.metrics.result()

@@ -19,7 +19,7 @@ from panoptic_depthlab_core.image_messages import DEFAULT_MAX_PIXELS, ImageConve
 from panoptic_depthlab_core.predictor import DEFAULT_WEIGHTS
 from panoptic_depthlab_core.results import FrameResult
 from panoptic_depthlab_core.tracking import TrackState
-from panoptic_depthlab_ros.distance_tracking import DistanceAndTracking, weights_depth_trained
+from panoptic_depthlab_ros.distance_tracking import DistanceAndTracking, TrackedFrame, weights_depth_trained
 from panoptic_depthlab_ros.image_conversion import CameraInfoError, camera_info_to_K, check_camera_info_matches
 from panoptic_depthlab_ros.messages import FrameMessages, MessageOptions, maps_needed, stuff_segments_needed
 from panoptic_depthlab_ros.params import NodeParams
@@ -34,6 +34,7 @@ class ProcessedFrame:
     timings_ms: dict[str, float] = field(default_factory=dict)
     camera_info_error: CameraInfoError | None = None  # why K was not used (3D outputs skipped)
     tracks: list[TrackState | None] | None = None  # per result.segments; None: tracking off
+    tracked: TrackedFrame | None = None  # the distance/tracking step's details (evaluations read them)
 
 
 def intrinsics_for(camera_info: Any, width: int, height: int, prefer_rectified: bool = True) -> np.ndarray:
@@ -224,7 +225,7 @@ class FrameProcessor:
             if stage != "total":
                 timings[stage] = value
         timings["inference"] = (t2 - t1) * 1e3
-        tracks = None
+        tracks = frame = None
         if tracking is not None:
             frame = tracking.process(result, image_msg.header, stream)
             result, tracks = frame.result, frame.tracks
@@ -234,7 +235,8 @@ class FrameProcessor:
         messages = builder.add_segments(result, tracks)
         timings["messages"] = (time.perf_counter() - t2) * 1e3
         return ProcessedFrame(
-            result=result, messages=messages, timings_ms=timings, camera_info_error=info_error, tracks=tracks
+            result=result, messages=messages, timings_ms=timings, camera_info_error=info_error, tracks=tracks,
+            tracked=frame,
         )
 
 

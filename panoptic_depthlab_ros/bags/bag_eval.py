@@ -49,6 +49,9 @@ from typing import Any
 
 import numpy as np
 
+from panoptic_depthlab_core.eval.sequence_eval import sequence_markdown
+from panoptic_depthlab_ros.distance_tracking import SequenceScorer
+
 from . import prediction_export
 from .common import STORAGES, BagReadError, base_image_topic, camera_info_topic_beside
 from .drive_bag import GT_DEPTH_TOPIC, GT_PANOPTIC_TOPIC, IMAGE_TOPIC, panoptic_from_16u
@@ -356,7 +359,7 @@ class CameraReport:
     gt_missing: int = 0  # frames whose GT did not arrive within the window (GT topics configured)
     gt_rejected: dict[str, int] = field(default_factory=dict)  # GT present but unusable: why -> frames
     rejected: dict[str, int] = field(default_factory=dict)  # images the node rejects: reason -> frames
-    summary: dict | None = None  # Evaluator.summary() when the camera has GT
+    summary: dict | None = None  # Evaluator.summary() when the camera has GT (+ "tracking" with tracking on)
 
 
 @dataclass
@@ -504,6 +507,7 @@ class _Camera:
     image_cls: Any
     out_topics: dict[str, str]
     evaluator: Any = None
+    sequence: Any = None  # distance_tracking.SequenceScorer: tracking metrics against the GT ids
     infos: StampStore = field(default_factory=StampStore)
     gt: dict[str, StampStore] = field(default_factory=dict)  # GT topic -> its messages
     frames_read: int = 0
@@ -512,8 +516,16 @@ class _Camera:
 
 
 def make_processor(params: Any) -> Any:
-    """The node's FrameProcessor for ``params`` (NodeParams); reuse it across bags (model loaded once)."""
-    from panoptic_depthlab_ros.processing import FrameProcessor, load_predictor, message_options
+    """The node's FrameProcessor for ``params`` (NodeParams); reuse it across bags (model loaded once).
+    With the node's distance source and tracker (one tracker per camera, reset at each bag's start)."""
+    from panoptic_depthlab_ros.processing import (
+        FrameProcessor,
+        load_predictor,
+        make_distance_tracking,
+        message_options,
+    )
+
+    tracking = make_distance_tracking(params)  # before the model: a missing camera mount fails at once
 
     try:
         predictor = load_predictor(params)
@@ -526,6 +538,7 @@ def make_processor(params: Any) -> Any:
         message_options(params),
         prefer_rectified=params.prefer_rectified,
         max_pixels=params.max_input_pixels,
+        tracking=tracking,
     )
 
 
@@ -678,9 +691,15 @@ class BagEvaluator:
             processor = self._make_processor()
             # Distances are scored with the statistic and depth range the predictor itself used.
             segments_cfg = getattr(getattr(processor.predictor, "cfg", None), "segments", None)
+            tracking = getattr(processor, "tracking", None)
+            if tracking is not None:
+                tracking.reset()  # a new bag: no track continues from the previous one
             for camera in cameras:
                 if camera.report.gt_panoptic_topic:
                     camera.evaluator = Evaluator(segments=segments_cfg)
+                    if tracking is not None and tracking.tracking:
+                        camera.sequence = SequenceScorer(camera.report.image_topic,
+                                                         self.params.tracking_corridor_half_width_m)
             # topic -> [(camera, role)]: role 'image', 'info' or a GT topic
             routes: dict[str, list[tuple[_Camera, str]]] = {}
             for camera in cameras:
@@ -745,7 +764,8 @@ class BagEvaluator:
                 )
                 return decode(raw, CameraInfo, topic, log_time), "fallback"
 
-            def score(camera: _Camera, frame: PendingFrame, result: Any, row: dict[str, Any]) -> None:
+            def score(camera: _Camera, frame: PendingFrame, result: Any, row: dict[str, Any],
+                      processed: Any = None) -> None:
                 cam = camera.report
                 found = {t: store.pop(frame.stamp_ns) for t, store in camera.gt.items()}
                 if any(v is None for v in found.values()):
@@ -784,6 +804,8 @@ class BagEvaluator:
                     )
                     return
                 row.update(camera.evaluator.add_frame(result, gt_pan, gt_depth=gt_depth))
+                if camera.sequence is not None and processed is not None and processed.tracked is not None:
+                    camera.sequence.add(processed.tracked, gt_pan, gt_depth, frame.stamp_ns)
                 row["gt"] = "paired"
                 cam.frames_with_gt += 1
 
@@ -793,7 +815,7 @@ class BagEvaluator:
                 image_msg = decode(frame.raw, camera.image_cls, cam.image_topic, frame.log_time_ns)
                 info_msg, pairing = camera_info_for(camera, frame)
                 try:
-                    processed = processor.process(image_msg, info_msg)
+                    processed = processor.process(image_msg, info_msg, stream=cam.image_topic)
                 except ValueError as exc:  # ImageConversionError: the node rejects the frame too
                     reason = getattr(exc, "reason", type(exc).__name__)
                     cam.rejected[reason] = cam.rejected.get(reason, 0) + 1
@@ -834,8 +856,10 @@ class BagEvaluator:
                     "segments": len(processed.result.segments),
                     "inference_ms": round(processed.timings_ms.get("inference", 0.0), 2),
                 }
+                if processed.tracks is not None:
+                    row["tracks"] = sum(t is not None for t in processed.tracks)
                 if camera.evaluator is not None:
-                    score(camera, frame, processed.result, row)
+                    score(camera, frame, processed.result, row, processed)
                 report.per_frame.append(row)
                 cam.frames += 1
                 if on_frame is not None:
@@ -918,6 +942,8 @@ class BagEvaluator:
             for camera in cameras:
                 if camera.evaluator is not None and camera.evaluator.frames:
                     camera.report.summary = camera.evaluator.summary()
+                    if camera.sequence is not None and camera.sequence.frames:
+                        camera.report.summary["tracking"] = camera.sequence.result()
                 cam = camera.report
                 if cam.camera_info_fallback or (cam.camera_info_topic and cam.camera_info_none):
                     self._warn(
@@ -949,10 +975,12 @@ class BagEvaluator:
         self.metrics_dir.mkdir(parents=True, exist_ok=True)
         for camera in report.cameras.values():
             if camera.summary is not None:
-                if len(report.cameras) == 1:
-                    write_report(camera.summary, self.metrics_dir)
-                else:
-                    write_report(camera.summary, self.metrics_dir / camera_dir_name(camera))
+                out_dir = self.metrics_dir if len(report.cameras) == 1 else self.metrics_dir / camera_dir_name(camera)
+                _, md_path = write_report(camera.summary, out_dir)
+                if "tracking" in camera.summary:  # tracking, video panoptic, motion and distance bands
+                    with md_path.open("a") as md:
+                        md.write("\n## Tracking (track ids over time)\n\n"
+                                 + sequence_markdown(camera.summary["tracking"]))
         info = {**report.to_dict(), "pairing_window_s": self.options.pairing_window_s}
         (self.metrics_dir / "per_frame.json").write_text(
             json.dumps(info, indent=2, default=_json_default) + "\n"
