@@ -116,7 +116,7 @@ class NetworkMaps:
         return int(self.panoptic.shape[0]), int(self.panoptic.shape[1])
 
 
-class _StepClock:
+class StepClock:
     """Milliseconds per step of one frame (``FrameResult.timings_ms``), the device synchronised at
     every step so that asynchronous GPU work is charged to the step that queued it."""
 
@@ -215,7 +215,7 @@ class Predictor:
         wanted = check_maps(maps)
         segments_cfg = self._segments_config(stuff_segments)
         input_hw = (int(image.shape[0]), int(image.shape[1]))
-        clock = _StepClock(self._sync)
+        clock = StepClock(self._sync)
         batch, valid_hw = self._preprocess(image)
         clock.lap("preprocess")
         outputs = self.backend(batch)
@@ -239,7 +239,7 @@ class Predictor:
 
     def _finish_on_host(self, net: NetworkMaps, input_hw: tuple[int, int], wanted: frozenset[str],
                         K: np.ndarray | None, segments_cfg: SegmentsConfig,
-                        on_maps: Callable[[FrameResult], None] | None, clock: _StepClock) -> FrameResult:
+                        on_maps: Callable[[FrameResult], None] | None, clock: StepClock) -> FrameResult:
         """CPU: the maps are resized on the host (they go there anyway), handed to ``on_maps``, and
         the statistics run after that, on the network's pixels or the input's (``cpu_resolution``)."""
         small = {"panoptic": net.panoptic.to(torch.int32).numpy(), "semantic": net.semantic.to(torch.uint8).numpy(),
@@ -269,7 +269,7 @@ class Predictor:
 
     def _finish_on_device(self, net: NetworkMaps, input_hw: tuple[int, int], wanted: frozenset[str],
                           K: np.ndarray | None, segments_cfg: SegmentsConfig,
-                          on_maps: Callable[[FrameResult], None] | None, clock: _StepClock) -> FrameResult:
+                          on_maps: Callable[[FrameResult], None] | None, clock: StepClock) -> FrameResult:
         """GPU: the maps are resized and the statistics run where the maps are; then only the maps
         the caller reads go to the host (one wait), and ``on_maps`` gets them."""
         device_maps = {"panoptic": net.panoptic, "semantic": net.semantic, "depth": net.depth}

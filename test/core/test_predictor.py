@@ -299,7 +299,7 @@ def test_nothing_detected_gives_empty_segments() -> None:
 def test_device_path_run_on_the_cpu_matches_the_host_path(predictor: Predictor, shape, maps) -> None:
     """The all-GPU steps (resize, statistics, copy of the wanted maps) are device-agnostic torch:
     run here on the CPU they give the host path's ids and segments (no GPU needed to test them)."""
-    from panoptic_depthlab_core.predictor import _StepClock, check_maps
+    from panoptic_depthlab_core.predictor import StepClock, check_maps
     from panoptic_depthlab_core.segments import compute_segments_torch
 
     image = np.random.default_rng(6).integers(0, 256, shape, dtype=np.uint8)
@@ -310,7 +310,7 @@ def test_device_path_run_on_the_cpu_matches_the_host_path(predictor: Predictor, 
         net = predictor._postprocess(predictor.backend(batch), valid_hw)
         handed = []
         got = predictor._finish_on_device(net, shape[:2], check_maps(maps), K, predictor.cfg.segments,
-                                          handed.append, _StepClock(lambda: None))  # fmt: skip
+                                          handed.append, StepClock(lambda: None))  # fmt: skip
     assert handed[0].segments == [] and list(got.timings_ms) == ["postprocess", "segments", "to_host", "total"]
     for name in ("panoptic_ids", "semantic", "depth_m"):
         assert (getattr(got, name) is None) == (getattr(host, name) is None), name
