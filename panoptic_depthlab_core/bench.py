@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 import torch
 
+from .config import parse_size
 from .export.onnx_export import realistic_test_image
 from .memory import retain_freed_memory
 from .predictor import InputConfig, Predictor, load_pipeline_config
@@ -46,13 +47,6 @@ MODELS = {
 MessageBuilder = Callable[[Any, Any], Any]
 NO_MESSAGE_BUILDER = "not measured: the core bench builds no ROS messages (the ROS side's `bench` does)"
 STAGES = ("decode", "preprocess", "network", "postprocess", "segments", "to_host", "messages", "end_to_end")
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    m = re.fullmatch(r"(\d+)x(\d+)", text.strip())
-    if not m:
-        raise ValueError(f"size must look like 512x1024 (HxW), got {text!r}")
-    return int(m.group(1)), int(m.group(2))
 
 
 def _csv(text: str) -> list[str]:
@@ -214,7 +208,7 @@ def bench_one(
         if cuda and gpu_jpeg_available(args.device):
             g0 = time.perf_counter()
             decode_image(jpeg_bytes, args.device)
-            torch.cuda.synchronize()
+            torch.cuda.synchronize(args.device)  # the decoding device, not the current one
             g1 = time.perf_counter()
         if i < args.warmup:
             continue
