@@ -42,11 +42,13 @@ class TorchBackend:
         images = images.to(self.device, non_blocking=True)
         if not self._use_graph:
             return self._run(images)
-        if self._graph is None or self._static_in is None or self._static_in.shape != images.shape:
-            self._capture(images)
-        self._static_in.copy_(images)
-        self._graph.replay()
-        return {k: v.clone() for k, v in self._static_out.items()}
+        # graph capture and replay use the current device's streams: make it ours (cuda:1 from device 0)
+        with torch.cuda.device(self.device):
+            if self._graph is None or self._static_in is None or self._static_in.shape != images.shape:
+                self._capture(images)
+            self._static_in.copy_(images)
+            self._graph.replay()
+            return {k: v.clone() for k, v in self._static_out.items()}
 
     def _capture(self, images: torch.Tensor) -> None:
         """Warm up on a side stream, then capture one graph for this exact input shape."""
