@@ -4,8 +4,11 @@
 2. ``bag-eval`` it offline: metrics against the GT, and the offline output bag;
 3. start the real node process (default model, CPU), play the bag into it over ROS 2 on loopback
    and record everything it publishes to ``demo_out/outputs.mcap``;
-4. write ``demo_out/report.md`` with the metrics, live statistics, overlay PNGs, a depth PNG and
-   an animated overlay (GIF + MP4).
+4. write ``demo_out/report.md`` with the metrics (tracking included), live statistics, overlay PNGs,
+   a depth PNG, an animated overlay (GIF + MP4) and each track's distance and velocity over time.
+
+The node and bag-eval get the drive camera's height and pitch (``camera_height_m``/``camera_pitch_rad``),
+so distances are fused with the ground plane and the depth decoder's health is watched.
 
 Every ROS step runs in a child process (``python -m panoptic_depthlab_ros...``), so that the node,
 the player and the recorder each have their own rclpy context and their own threads; the bag files
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import signal
@@ -35,6 +39,7 @@ from ament_index_python.packages import PackageNotFoundError, get_package_share_
 from PIL import Image as PILImage
 
 from panoptic_depthlab_core.config import ConfigError
+from panoptic_depthlab_core.data.synthetic.drive import SyntheticDrive
 from panoptic_depthlab_core.model import build_model
 from panoptic_depthlab_core.predictor import DEFAULT_CONFIG, DEFAULT_WEIGHTS, load_pipeline_config
 from panoptic_depthlab_core.viz import colorize_depth
@@ -71,6 +76,7 @@ OUTPUT_NAMES = (
     "markers",
     "camera_info",
     "label_info",
+    "tracks",
 )
 IMAGE_TOPIC = "/camera/image_raw"
 CAMERA_INFO_TOPIC = "/camera/camera_info"
@@ -381,6 +387,102 @@ def write_pictures(state: DemoState, drive_bag: Path, docs_picture: Path | None)
     return files
 
 
+PLOT_COLOURS_BGR = [(180, 119, 31), (14, 127, 255), (44, 160, 44), (40, 39, 214), (189, 103, 148),
+                    (75, 86, 140), (194, 119, 227), (127, 127, 127), (34, 189, 188), (207, 190, 23)]
+
+
+def track_series(bag: Path, topic: str = f"/{NODE_NAME}/tracks") -> dict[str, list[tuple[float, float, float]]]:
+    """track id -> [(stamp s, distance m, closing speed m/s (NaN until estimated))] from ~/tracks."""
+    series: dict[str, list[tuple[float, float, float]]] = {}
+    for _, msg in read_bag(bag, {topic})[topic]:
+        t = stamp_of(msg) / 1e9
+        for seg in msg.segments:
+            if seg.id:
+                series.setdefault(seg.id, []).append((t, float(seg.distance), -float(seg.velocity.z)))
+    return series
+
+
+def draw_track_plot(series: dict[str, list[tuple[float, float, float]]], max_tracks: int = 8,
+                    size: tuple[int, int] = (360, 900)) -> np.ndarray:
+    """Two panels drawn with OpenCV (no plotting library needed): distance over time and closing
+    speed over time of the ``max_tracks`` longest tracks; BGR uint8."""
+    height, width = size
+    chosen = sorted(series, key=lambda k: (-len(series[k]), int(k) if k.isdigit() else 0))[:max_tracks]
+    image = np.full((2 * height, width, 3), 255, np.uint8)
+    points = [p for k in chosen for p in series[k]]
+    if not points:
+        cv2.putText(image, "no tracks", (20, 40), cv2.FONT_HERSHEY_SIMPLEX, 0.8, (0, 0, 0), 2)
+        return image
+    t0 = min(p[0] for p in points)
+    t1 = max(max(p[0] for p in points), t0 + 1e-3)
+    left, right, top, bottom = 70, width - 150, 30, height - 40
+    for panel, (label, column) in enumerate((("distance (m)", 1), ("closing speed (m/s)", 2))):
+        oy = panel * height
+        values = [p[column] for p in points if np.isfinite(p[column])]
+        lo, hi = (min(values), max(values)) if values else (0.0, 1.0)
+        if column == 1:
+            lo = 0.0
+        if hi - lo < 1e-6:
+            hi = lo + 1.0
+        pad = 0.05 * (hi - lo)
+        lo, hi = lo - (pad if column == 2 else 0.0), hi + pad
+
+        def xy(t: float, v: float, lo: float = lo, hi: float = hi, oy: int = oy) -> tuple[int, int]:
+            x = left + (t - t0) / (t1 - t0) * (right - left)
+            y = oy + bottom - (v - lo) / (hi - lo) * (bottom - top)
+            return int(round(x)), int(round(y))
+
+        cv2.rectangle(image, (left, oy + top), (right, oy + bottom), (0, 0, 0), 1)
+        for k in range(5):  # value grid and labels
+            v = lo + k * (hi - lo) / 4
+            _, y = xy(t0, v)
+            cv2.line(image, (left, y), (right, y), (225, 225, 225), 1)
+            cv2.putText(image, f"{v:.1f}", (5, y + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
+        if column == 2 and lo < 0 < hi:
+            _, y = xy(t0, 0.0)
+            cv2.line(image, (left, y), (right, y), (120, 120, 120), 1)
+        cv2.putText(image, label, (left, oy + top - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1)
+        cv2.putText(image, f"{t1 - t0:.1f} s", (right - 40, oy + bottom + 18), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
+                    (0, 0, 0), 1)
+        cv2.putText(image, "0 s", (left, oy + bottom + 18), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
+        for n, track_id in enumerate(chosen):
+            colour = PLOT_COLOURS_BGR[n % len(PLOT_COLOURS_BGR)]
+            run: list[tuple[int, int]] = []
+            for t, *vals in series[track_id] + [(math.nan, math.nan, math.nan)]:
+                v = vals[column - 1]
+                if np.isfinite(v) and np.isfinite(t):
+                    run.append(xy(t, v))
+                    continue
+                if len(run) > 1:  # a gap (not yet estimated, or the track's end) breaks the line
+                    cv2.polylines(image, [np.array(run, np.int32)], False, colour, 2, cv2.LINE_AA)
+                for point in run:
+                    cv2.circle(image, point, 2, colour, -1)
+                run = []
+            if panel == 0:
+                ly = top + 20 + 22 * n
+                cv2.line(image, (right + 15, ly), (right + 40, ly), colour, 3)
+                cv2.putText(image, f"track {track_id}", (right + 45, ly + 5), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
+                            (0, 0, 0), 1)
+    return image
+
+
+def write_track_plot(state: DemoState, bag: Path) -> dict[str, Any]:
+    """tracks.png: per-track distance and closing speed over time (bag-eval's ~/tracks, every frame)."""
+    series = track_series(bag)
+    if not series:
+        state.notes.append("no ~/tracks messages with tracks were written, so there is no track plot")
+        return {}
+    cv2.imwrite(str(state.out / "tracks.png"), draw_track_plot(series))
+    lengths = sorted((len(v) for v in series.values()), reverse=True)
+    return {"tracks_plot": "tracks.png", "tracks": len(series), "longest_track_frames": lengths[0]}
+
+
+def camera_mount_params(frames: int, size: tuple[int, int], seed: int) -> dict[str, float]:
+    """The synthetic drive camera's height and pitch above the road (what a user measures on a car)."""
+    camera = SyntheticDrive(seed=seed, num_frames=frames, size=size).camera
+    return {"camera_height_m": float(camera.height_m), "camera_pitch_rad": float(camera.pitch)}
+
+
 def diagnostics_table(out: Path) -> list[str]:
     """The node's last /diagnostics status as a markdown table (rates, latency, drops)."""
     data = read_bag(out / "outputs.mcap", {"/diagnostics"})["/diagnostics"]
@@ -433,6 +535,18 @@ def write_report(
         lines.append(f"![{name}]({name})")
     if files.get("depth"):
         lines += ["", f"Depth of the middle frame: ![depth]({files['depth']})"]
+    if files.get("tracks_plot"):
+        lines += [
+            "",
+            "## Tracks over time",
+            "",
+            f"Distance and closing speed (-velocity z, m/s; > 0: coming closer) of the "
+            f"{min(8, files['tracks'])} longest of {files['tracks']} tracks (`~/tracks` of bag-eval's output, "
+            f"every frame; the longest lasted {files['longest_track_frames']} frames). A line starts where the "
+            "track's velocity is first estimated and breaks where the track is not seen:",
+            "",
+            f"![tracks]({files['tracks_plot']})",
+        ]
     lines += [
         "",
         "## Live replay (node process)",
@@ -512,6 +626,11 @@ def _run(args: argparse.Namespace) -> int:
         trained, model_args, node_params, note = choose_model(out, net_hw)
     except ConfigError as exc:
         raise ValueError(f"model config: {exc}") from exc
+    mount = camera_mount_params(args.frames, (height, width), args.seed)
+    mount_file = out / "camera_mount.yaml"
+    mount_file.write_text("/**:\n  ros__parameters:\n" + "".join(f"    {k}: {v!r}\n" for k, v in mount.items()))
+    model_args = [*model_args, "--params-file", str(mount_file)]
+    node_params = [*node_params, *(f"{k}:={v!r}" for k, v in mount.items())]
     state = DemoState(out, env, trained, model_args, node_params, note)
     if not trained:
         _log("WARNING: " + note)
@@ -566,6 +685,7 @@ def _run(args: argparse.Namespace) -> int:
     _log("4/4 report: pictures, animation, metrics")
     t0 = time.monotonic()
     files = write_pictures(state, drive, args.docs_picture)
+    files.update(write_track_plot(state, out / "offline"))
     state.steps.append(Step("report pictures", time.monotonic() - t0))
     report = write_report(state, args, eval_info, live, files)
     _log(f"done in {time.monotonic() - t_start:.0f} s: {report}")
