@@ -9,8 +9,8 @@ import pytest
 import yaml
 from tiny_models import TINY_MODEL
 
-from panoptic_depthlab_core.bench import parse_size
 from panoptic_depthlab_core.cli import main
+from panoptic_depthlab_core.config import parse_size
 
 
 def test_bench_writes_json_and_table(tmp_path: Path, capsys) -> None:
