@@ -50,11 +50,18 @@ from typing import Any
 import numpy as np
 
 from panoptic_depthlab_core.eval.sequence_eval import sequence_markdown
-from panoptic_depthlab_ros.distance_tracking import SequenceScorer
+from panoptic_depthlab_ros.distance_tracking import SequenceScorer, motion_from_gt_tracks
 
 from . import prediction_export
 from .common import STORAGES, BagReadError, base_image_topic, camera_info_topic_beside
-from .drive_bag import GT_DEPTH_TOPIC, GT_PANOPTIC_TOPIC, IMAGE_TOPIC, panoptic_from_16u
+from .drive_bag import (
+    GT_DEPTH_TOPIC,
+    GT_PANOPTIC_TOPIC,
+    GT_TRACKS_TOPIC,
+    GT_TRACKS_TYPE,
+    IMAGE_TOPIC,
+    panoptic_from_16u,
+)
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 CAMERA_INFO_TYPES = ("sensor_msgs/msg/CameraInfo",)
@@ -360,6 +367,7 @@ class CameraReport:
     gt_rejected: dict[str, int] = field(default_factory=dict)  # GT present but unusable: why -> frames
     rejected: dict[str, int] = field(default_factory=dict)  # images the node rejects: reason -> frames
     summary: dict | None = None  # Evaluator.summary() when the camera has GT (+ "tracking" with tracking on)
+    gt_tracks_topic: str = ""  # exact motion (a drive bag's /gt/tracks): velocity and TTC errors
 
 
 @dataclass
@@ -624,10 +632,17 @@ class BagEvaluator:
                     _resolve_topic(reader, requested, default if n == 1 else "", GT_IMAGE_TYPES, option)
                 )
             depth_topic, pan_topic = gt_topics
+            # exact motion: a single camera with GT ids and the drive bag's /gt/tracks (velocity, TTC)
+            motion_topic = ""
+            if pan_topic and n == 1 and self.params.tracking:
+                motion_topic = _resolve_topic(reader, None, GT_TRACKS_TOPIC, (GT_TRACKS_TYPE,), "--gt-tracks-topic")
+                if motion_topic:
+                    gt_topics.append(motion_topic)
             namespace = "/".join(p for p in (opts.namespace.strip("/"), namespaces[i]) if p)
             msgtype = reader.topics[image_topic].msgtype
             camera = _Camera(
-                report=CameraReport(image_topic, info_topic, depth_topic, pan_topic, namespace),
+                report=CameraReport(image_topic, info_topic, depth_topic, pan_topic, namespace,
+                                    gt_tracks_topic=motion_topic),
                 image_cls=Image if msgtype.endswith("/Image") else CompressedImage,
                 out_topics=output_topic_names(opts.node_name, namespace),
                 gt={t: StampStore() for t in gt_topics if t},
@@ -666,6 +681,7 @@ class BagEvaluator:
     ) -> BagReport:
         """Evaluate the bag; ``on_frame(camera, frame, processed)`` is called after each frame's
         outputs are written (``processed``: the ProcessedFrame, with ``result`` the FrameResult)."""
+        from panoptic_depthlab_msgs.msg import TrackedSegmentArray
         from rclpy.serialization import deserialize_message
         from sensor_msgs.msg import CameraInfo, Image
         from tqdm import tqdm
@@ -805,7 +821,12 @@ class BagEvaluator:
                     return
                 row.update(camera.evaluator.add_frame(result, gt_pan, gt_depth=gt_depth))
                 if camera.sequence is not None and processed is not None and processed.tracked is not None:
-                    camera.sequence.add(processed.tracked, gt_pan, gt_depth, frame.stamp_ns)
+                    motion = None
+                    if cam.gt_tracks_topic:
+                        raw, log_time = found[cam.gt_tracks_topic]
+                        motion = motion_from_gt_tracks(
+                            decode(raw, TrackedSegmentArray, cam.gt_tracks_topic, log_time), frame.index)
+                    camera.sequence.add(processed.tracked, gt_pan, gt_depth, frame.stamp_ns, motion)
                 row["gt"] = "paired"
                 cam.frames_with_gt += 1
 
@@ -934,8 +955,15 @@ class BagEvaluator:
                 while pending:
                     finish(pending.popleft())
             except BagReadError as exc:
-                while pending:  # images read before the damage are still processed
-                    finish(pending.popleft())
+                try:
+                    while pending:  # images read before the damage are still processed
+                        frame = pending.popleft()
+                        try:
+                            finish(frame)
+                        except BagReadError as unreadable:  # that image is damaged too: skipped
+                            self._warn(report, str(unreadable), bar)
+                except KeyboardInterrupt:
+                    report.interrupted = True
                 report.error = f"{exc}; output bag {self.out_bag} holds the {report.frames} frame(s) before it"
             except KeyboardInterrupt:
                 report.interrupted = True

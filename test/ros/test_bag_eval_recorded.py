@@ -230,7 +230,8 @@ def write_bag(
         for topic, msgtype, log_time, msg in records:
             if topic not in connections:
                 connections[topic] = rb_writer.add_connection(topic, msgtype, typestore=store)
-            rb_writer.write(connections[topic], log_time, store.serialize_cdr(msg, msgtype))
+            raw = msg if isinstance(msg, bytes) else store.serialize_cdr(msg, msgtype)  # bytes: written as is
+            rb_writer.write(connections[topic], log_time, raw)
     return path
 
 
@@ -680,3 +681,20 @@ def test_cdr_serializer_zeroes_padding_through_the_rmw():
         assert bytes(rmw(msg)) == bytes(rosbags_only(msg))
     assert rmw.rmw_types == {"visualization_msgs/msg/MarkerArray": True, "vision_msgs/msg/LabelInfo": True}
     assert rosbags_only.rmw_types == {}
+
+
+def test_corrupt_image_messages_stop_the_run_keeping_what_came_before(tmp_path, processor, params):
+    """Two images whose CDR is cut (a damaged copy): the frame before is kept, the run stops at the
+    first with exit code 1 naming it; no exception escapes."""
+    cam = replace(FRONT, gt_prefix=None)
+    store, records = recorded_messages((cam,))
+    images = [i for i, r in enumerate(records) if r[0] == cam.image_topic]
+    for i in images[1:3]:
+        topic, msgtype, log_time, msg = records[i]
+        records[i] = (topic, msgtype, log_time, bytes(store.serialize_cdr(msg, msgtype))[:60])
+    bag = write_bag(tmp_path / "bag", "rosbags-sqlite3", store, records)
+    options = bag_eval.BagEvalOptions(image_topics=(cam.image_topic,), params=params, progress=False)
+    report = bag_eval.evaluate_bag(bag, tmp_path / "out", options, processor=processor)
+    assert report.exit_code == 1 and report.frames == 1
+    assert f"the {cam.image_topic} message at t=" in report.error and "cannot be deserialized" in report.error
+    assert len(read_all(tmp_path / "out")["/panoptic_depthlab/panoptic"]) == 1
