@@ -20,7 +20,9 @@ from launch_ros.actions import LifecycleNode, Node
 # names a declared parameter). Empty values leave the params file's value alone.
 PARAMETER_ARGUMENTS = (
     "weights", "backend", "device", "autostart", "model_config", "precision", "onnx_path", "engine_path",
+    "camera_height_m", "camera_pitch_rad", "distance_source", "tracking",
 )  # fmt: skip
+FLOAT_ARGUMENTS = ("camera_height_m", "camera_pitch_rad")  # ROS 2 parameters are strictly typed
 # Launch arguments that are not parameters.
 OTHER_ARGUMENTS = ("namespace", "image", "camera_info", "params_file", "use_rviz", "rviz_config")
 
@@ -45,6 +47,10 @@ def _node_action(context):
         value = arg(name)
         if name == "autostart":
             overrides[name] = value.strip().lower() in ("true", "1", "yes")
+        elif name == "tracking" and value:
+            overrides[name] = value.strip().lower() in ("true", "1", "yes")
+        elif name in FLOAT_ARGUMENTS and value:
+            overrides[name] = float(value)
         elif value:
             overrides[name] = value
     image = arg("image")
@@ -103,6 +109,20 @@ def generate_launch_description():
         DeclareLaunchArgument(
             "engine_path", default_value="", description="Prebuilt TensorRT engine + .json sidecar; empty = params file"
         ),
+        DeclareLaunchArgument(
+            "camera_height_m",
+            default_value="",
+            description="Camera height above the road (m) for ground-plane distances; empty = params file",
+        ),
+        DeclareLaunchArgument(
+            "camera_pitch_rad",
+            default_value="",
+            description="Camera pitch (rad, > 0 looks down); empty = params file",
+        ),
+        DeclareLaunchArgument(
+            "distance_source", default_value="", description="auto | depth | ground | fused; empty = params file"
+        ),
+        DeclareLaunchArgument("tracking", default_value="", description="true | false; empty = params file"),
         DeclareLaunchArgument("autostart", default_value="true", description="Configure + activate on start"),
         DeclareLaunchArgument(
             "use_rviz", default_value="false", description="Start RViz with the shipped config"

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from panoptic_depthlab_core.data.synthetic.drive import FrameMotion, ObjectMotion
 from panoptic_depthlab_core.eval.sequence_eval import SequenceFrame, SequenceMetrics, SequenceMetricsConfig
 from panoptic_depthlab_core.ground_distance import (
     CameraMount,
@@ -31,6 +32,7 @@ from panoptic_depthlab_core.ground_distance import (
     apply_ground_distance,
     depth_decoder_trained,
 )
+from panoptic_depthlab_core.metadata import LABEL_DIVISOR
 from panoptic_depthlab_core.results import FrameResult
 from panoptic_depthlab_core.tracking import Tracker, TrackerConfig, TrackState, stamp_to_ns
 
@@ -53,8 +55,8 @@ def weights_depth_trained(weights: str | Path | None) -> tuple[bool, str]:
         return True, "random weights (no weights file)"
     path = Path(weights)
     if depth_decoder_trained(path):
-        return True, f"weights {path.name} carry a trained depth decoder"
-    return False, f"weights {path.name} have no trained depth decoder (their sidecar/metadata say so)"
+        return True, f"{path.name}: a trained depth decoder"
+    return False, f"{path.name}: its sidecar/metadata say depth_decoder_trained false"
 
 
 def resolve_distance_policy(requested: str, camera_height_m: float, camera_pitch_rad: float,
@@ -350,3 +352,21 @@ class SequenceScorer:
 
     def result(self) -> dict:
         return self.metrics.result()
+
+
+def motion_from_gt_tracks(msg: Any, index: int = 0) -> FrameMotion:
+    """A GT ``TrackedSegmentArray`` (a drive bag's ``/gt/tracks``: exact motion by GT panoptic id)
+    -> the ``FrameMotion`` the sequence metrics compare velocities and TTCs with. The message has
+    no lateral position: an object in the path gets x = 0, one outside it x = +inf (what
+    ``SequenceMetrics`` reads of x is whether the object is in the corridor)."""
+    objects = []
+    for seg in msg.segments:
+        train = int(seg.panoptic_id) // LABEL_DIVISOR
+        x = 0.0 if seg.in_path else math.inf
+        objects.append(ObjectMotion(instance_id=-1, panoptic_id=int(seg.panoptic_id), label_id=-1, train_id=train,
+                                    position_xyz_m=(x, 0.0, float(seg.distance)),
+                                    velocity_xyz_mps=(float(seg.velocity.x), float(seg.velocity.y),
+                                                      float(seg.velocity.z))))
+    stamp = msg.header.stamp
+    return FrameMotion(index, int(stamp.sec) + int(stamp.nanosec) / 1e9, math.nan, math.nan, (0.0, 0.0, 0.0),
+                       np.eye(4), objects)

@@ -8,6 +8,10 @@ needs no ROS installation. Topic layout (what bag-eval and the demo expect by de
 - ``/gt/depth``           sensor_msgs/Image 32FC1, metres along z, NaN where there is no depth
 - ``/gt/panoptic``        sensor_msgs/Image 16UC1, train_id * 1000 + instance, 65535 = void (the
   node's ``~/panoptic`` encoding)
+- ``/gt/tracks``          panoptic_depthlab_msgs/TrackedSegmentArray, the exact motion of every visible
+  thing when the drive knows it (synth-bag): id and panoptic_id = the GT panoptic id (the same object
+  keeps it over the drive), distance = z of its ground reference point, velocity relative to the
+  camera, in_path for a 1.5 m corridor (``GT_CORRIDOR_HALF_WIDTH_M``) with the exact time to collision
 - ``/tf_static``          tf2_msgs/TFMessage base_link -> camera_optical_frame (transient local)
 
 Every message of one frame carries the same header stamp, and is written at that bag time.
@@ -15,6 +19,7 @@ Every message of one frame carries the same header stamp, and is written at that
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +33,9 @@ IMAGE_TOPIC = "/camera/image_raw"
 CAMERA_INFO_TOPIC = "/camera/camera_info"
 GT_DEPTH_TOPIC = "/gt/depth"
 GT_PANOPTIC_TOPIC = "/gt/panoptic"
+GT_TRACKS_TOPIC = "/gt/tracks"
+GT_TRACKS_TYPE = "panoptic_depthlab_msgs/msg/TrackedSegmentArray"
+GT_CORRIDOR_HALF_WIDTH_M = 1.5  # the tracker's default corridor (TrackerConfig.corridor_half_width_m)
 TF_STATIC_TOPIC = "/tf_static"
 CAMERA_FRAME_ID = "camera_optical_frame"
 BASE_FRAME_ID = "base_link"
@@ -46,6 +54,7 @@ class DriveFrame:
     panoptic_ids: np.ndarray | None = None  # int [H, W], train_id*1000+instance, -1 void
     camera_height_m: float | None = None  # mount for /tf_static (taken from the first frame)
     camera_pitch_rad: float | None = None
+    motion: Any = None  # data.synthetic.drive.FrameMotion: exact motion for /gt/tracks (None: no message)
 
 
 def panoptic_to_16u(panoptic_ids: np.ndarray) -> np.ndarray:
@@ -134,6 +143,26 @@ class RosbagsMessages:
         )
         return bytes(self.store.serialize_cdr(msg, "sensor_msgs/msg/CameraInfo"))
 
+    def gt_tracks(self, motion: Any, stamp_ns: int, frame_id: str,
+                  corridor_half_width_m: float = GT_CORRIDOR_HALF_WIDTH_M) -> bytes:
+        """The exact motion of a frame's visible things as a TrackedSegmentArray (see the module doc)."""
+        T = self.T
+        segments = []
+        for obj in motion.objects:
+            x, _, z = obj.position_xyz_m
+            vx, vy, vz = obj.velocity_xyz_mps
+            in_path = bool(z > 0 and abs(x) <= corridor_half_width_m)
+            ttc = math.nan
+            if in_path:
+                ttc = z / -vz if -vz > 0 else math.inf
+            segments.append(T["panoptic_depthlab_msgs/msg/TrackedSegment"](
+                id=str(obj.panoptic_id), panoptic_id=int(obj.panoptic_id), distance=float(z), distance_source=0,
+                velocity=T["geometry_msgs/msg/Vector3"](x=float(vx), y=float(vy), z=float(vz)),
+                in_path=in_path, time_to_collision=float(ttc), age=float(motion.time_s),
+            ))
+        msg = T[GT_TRACKS_TYPE](header=self.header(stamp_ns, frame_id), segments=segments)
+        return bytes(self.store.serialize_cdr(msg, GT_TRACKS_TYPE))
+
     def tf_static(
         self,
         stamp_ns: int,
@@ -208,6 +237,8 @@ def write_drive_bag(
                     stamp,
                     build.image(pan, "16UC1", stamp, frame_id),
                 )
+            if frame.motion is not None:
+                writer.write(GT_TRACKS_TOPIC, GT_TRACKS_TYPE, stamp, build.gt_tracks(frame.motion, stamp, frame_id))
             if on_frame is not None:
                 on_frame(index)
         return dict(writer.counts)

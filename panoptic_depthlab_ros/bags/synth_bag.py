@@ -1,7 +1,8 @@
 """``panoptic-depthlab synth-bag --out BAG --frames N --size HxW --seed S``: a synthetic drive as a bag.
 
-The frames come from the synthetic world's ``render_sequence`` (one street, the ego driving forward,
-others moving), with its exact depth and labels as GT topics. Same arguments, same bytes.
+The frames come from the synthetic world's drive (``SyntheticDrive``, the frames of ``render_sequence``:
+one street, the ego driving forward, others moving), with its exact depth, labels (ids kept by each
+object over the drive) and motion (``/gt/tracks``) as GT topics. Same arguments, same bytes.
 """
 
 from __future__ import annotations
@@ -50,12 +51,14 @@ def instance_ids_to_panoptic(instance_ids: np.ndarray) -> np.ndarray:
 
 
 def synthetic_drive_frames(seed: int, num_frames: int, size: tuple[int, int], fps: float) -> Iterator:
-    """DriveFrames of the synthetic world's coherent drive (lazily rendered)."""
-    from panoptic_depthlab_core.data.synthetic.render import render_sequence
+    """DriveFrames of the synthetic world's coherent drive (lazily rendered), with the exact motion."""
+    from panoptic_depthlab_core.data.synthetic.drive import SyntheticDrive
 
     from .drive_bag import DriveFrame
 
-    for frame in render_sequence(seed, num_frames, size, fps=fps):
+    drive = SyntheticDrive(seed, num_frames, size, fps=fps)
+    for index in range(num_frames):
+        frame = drive.render(index)
         yield DriveFrame(
             rgb=frame.rgb,
             K=frame.K,
@@ -63,6 +66,7 @@ def synthetic_drive_frames(seed: int, num_frames: int, size: tuple[int, int], fp
             panoptic_ids=instance_ids_to_panoptic(frame.instance_ids),
             camera_height_m=frame.camera.height_m,
             camera_pitch_rad=frame.camera.pitch,
+            motion=drive.motion(index, frame),
         )
 
 

@@ -1,0 +1,140 @@
+"""The node's distance-source policy and per-frame tracking step without a node (fast): which source
+runs and why, parameter errors, bad stamps counted, track ids in every message, velocity arrows."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("rclpy", reason="rclpy (ROS 2) is not importable in this environment")
+pytest.importorskip("panoptic_depthlab_msgs", reason="panoptic_depthlab_msgs is not built (make setup)")
+
+from std_msgs.msg import Header  # noqa: E402
+from visualization_msgs.msg import Marker  # noqa: E402
+
+from panoptic_depthlab_core.results import FrameResult, Segment  # noqa: E402
+from panoptic_depthlab_ros.distance_tracking import (  # noqa: E402
+    DistanceAndTracking,
+    resolve_distance_policy,
+    weights_depth_trained,
+)
+from panoptic_depthlab_ros.messages import MessageOptions, build_messages  # noqa: E402
+from panoptic_depthlab_ros.params import NodeParams, validate_params  # noqa: E402
+
+K = np.array([[200.0, 0.0, 64.0], [0.0, 200.0, 48.0], [0.0, 0.0, 1.0]])
+
+
+def _frame(shift: int = 0, z: float = 20.0, with_k: bool = True) -> FrameResult:
+    """Road below row 60, one car (boxes shift right by ``shift`` px) on it."""
+    h, w = 96, 128
+    ids = np.full((h, w), 10 * 1000, np.int32)  # sky
+    ids[60:] = 0  # road
+    x0 = 40 + shift
+    ids[50:70, x0:x0 + 30] = 13 * 1000 + 1
+    car = Segment(id=13001, class_id=13, class_name="car", is_thing=True, score=0.9, area=600,
+                  bbox_xywh=(float(x0), 50.0, 30.0, 20.0), centroid_xy=(x0 + 15.0, 60.0), distance_m=z,
+                  position_xyz_m=((x0 + 15.0 - 64.0) / 200.0 * z, 0.5, z) if with_k else None,
+                  extent_xyz_m=(1.8, 1.5, 0.0) if with_k else None)
+    road = Segment(id=0, class_id=0, class_name="road", is_thing=False, score=0.9, area=36 * 128,
+                   bbox_xywh=(0.0, 60.0, 128.0, 36.0), centroid_xy=(64.0, 78.0))
+    return FrameResult(ids, (ids // 1000).astype(np.uint8), np.full((h, w), z, np.float32), [road, car],
+                       K=K if with_k else None)
+
+
+def _header(stamp_ns: int, frame_id: str = "cam") -> Header:
+    header = Header(frame_id=frame_id)
+    header.stamp.sec, header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
+    return header
+
+
+def test_distance_policy_says_which_source_and_why(tmp_path: Path):
+    weights = tmp_path / "model_final.safetensors"
+    weights.write_bytes(b"")
+    (tmp_path / "model_final.safetensors.json").write_text(json.dumps({"depth_decoder_trained": False}))
+    trained, note = weights_depth_trained(weights)
+    assert not trained and "depth_decoder_trained false" in note
+    policy = resolve_distance_policy("auto", 1.3, 0.02, trained, note)
+    assert policy.source == "ground" and policy.reason.startswith("ground: weights have no trained depth decoder")
+    assert resolve_distance_policy("auto", 1.3, 0.02, True).source == "fused"
+    assert resolve_distance_policy("auto", 0.0, 0.0, True).source == "depth"
+    with pytest.raises(ValueError, match="camera_height_m is not set: the weights have no trained depth decoder"):
+        resolve_distance_policy("auto", 0.0, 0.0, False, note)
+    with pytest.raises(ValueError, match="distance_source ground needs camera_height_m"):
+        resolve_distance_policy("ground", 0.0, 0.0, True)
+    with pytest.raises(ValueError, match="camera_height_m/camera_pitch_rad: camera pitch must be within"):
+        resolve_distance_policy("fused", 1.3, 0.9, True)  # degrees' worth of radians
+    problems = validate_params(NodeParams(distance_source="fused"))
+    assert any("needs camera_height_m" in p for p in problems)
+
+
+def test_bad_stamps_are_counted_and_reset_the_tracker():
+    tracking = DistanceAndTracking(NodeParams(tracking_min_hits=1), depth_trained=True)
+    base = 10 * 1_000_000_000
+    first = tracking.process(_frame(), _header(base))
+    track_id = first.tracks[1].track_id
+    same = tracking.process(_frame(1), _header(base))  # repeated stamp: associated, not counted
+    assert same.tracks[1].track_id == track_id
+    later = tracking.process(_frame(2), _header(base + 100_000_000))
+    assert later.tracks[1].track_id == track_id and later.reset_reason is None
+    back = tracking.process(_frame(2), _header(base - 500_000_000))  # out of order: reset, new track
+    assert back.reset_reason.startswith("stamp went back") and back.tracks[1].track_id != track_id
+    header = _header(base)
+    header.stamp.sec = -5  # int32 allows it; a time before the epoch is not a stamp
+    bad = tracking.process(_frame(), header)
+    assert bad.tracks == [None, None]
+    values = tracking.values()
+    assert values["stamps_repeated"] == "1" and values["stamps_out_of_order"] == "1"
+    assert values["tracker_resets"] == "1" and values["stamps_invalid"] == "1"
+    assert values["tracker_last_reset"].startswith("stamp went back")
+    # the segment ids stay track-consistent in the remapped result
+    assert later.result.segments[1].id == later.tracks[1].panoptic_id
+
+
+def test_no_camera_info_no_3d_no_velocity_and_a_warning():
+    tracking = DistanceAndTracking(NodeParams(camera_height_m=1.3), depth_trained=True)
+    frame = tracking.process(_frame(with_k=False), _header(1_000_000_000))
+    assert frame.tracks[1] is not None and frame.tracks[1].velocity_xyz_mps is None
+    messages = build_messages(frame.result, _header(1_000_000_000), options=MessageOptions(), tracks=frame.tracks)
+    assert "detections" in messages and not {"detections_3d", "tracks", "markers"} & set(messages)
+    assert messages["detections"].detections[0].id == str(frame.tracks[1].track_id)
+    assert tracking.values()["frames_without_3d"] == "1"
+    assert any("no CameraInfo" in w for w in tracking.warnings())
+
+
+def test_messages_carry_track_ids_velocity_and_source():
+    from panoptic_depthlab_msgs.msg import TrackedSegment
+
+    tracking = DistanceAndTracking(NodeParams(camera_height_m=1.0, camera_pitch_rad=0.0), depth_trained=False)
+    assert tracking.policy.source == "ground"
+    t0 = 5 * 1_000_000_000
+    frames = [tracking.process(_frame(i), _header(t0 + i * 100_000_000)) for i in range(5)]
+    last = frames[-1]
+    car = last.tracks[1]
+    assert car.confirmed and car.velocity_xyz_mps is not None
+    out = build_messages(last.result, _header(t0 + 400_000_000), options=MessageOptions(), tracks=last.tracks)
+    (det3d,) = out["detections_3d"].detections
+    (entry,) = out["tracks"].segments
+    assert det3d.id == entry.id == str(car.track_id) == out["detections"].detections[0].id
+    assert entry.distance_source == TrackedSegment.DISTANCE_SOURCE_GROUND
+    # ground: the car's lowest row 69 (its bottom edge at v = 69.5), h = 1 m, f = 200, c_y = 48 -> z = 200 / 21.5
+    assert entry.distance == pytest.approx(200.0 / 21.5, rel=1e-3)
+    assert entry.panoptic_id == car.panoptic_id and math.isfinite(entry.velocity.x)
+    assert entry.age == pytest.approx(0.4)
+    panoptic = np.frombuffer(bytes(out["panoptic"].data), np.uint16).reshape(96, 128)
+    assert (panoptic == car.panoptic_id).sum() == 600
+    arrows = [m for m in out["markers"].markers if m.type == Marker.ARROW and m.action == Marker.ADD]
+    texts = [m.text for m in out["markers"].markers if m.type == Marker.TEXT_VIEW_FACING]
+    assert len(arrows) == 1 and len(arrows[0].points) == 2
+    assert texts == [f"car #{car.track_id}\nground {entry.distance:.1f} m"]
+    # tracking off: per-frame ids, no arrows, the source still published
+    tracking.update_params(replace(NodeParams(camera_height_m=1.0), tracking=False))
+    off = tracking.process(_frame(5), _header(t0 + 500_000_000))
+    assert off.tracks is None
+    out = build_messages(off.result, _header(t0 + 500_000_000), options=MessageOptions(), tracks=off.tracks)
+    assert out["tracks"].segments[0].id == "13001" and math.isnan(out["tracks"].segments[0].velocity.x)
+    assert out["tracks"].segments[0].distance_source == TrackedSegment.DISTANCE_SOURCE_GROUND
