@@ -56,6 +56,7 @@ def test_bag_make_synth_bag_holds_the_rendered_drive(tmp_path):
         "/camera/camera_info": 3,
         "/gt/depth": 3,
         "/gt/panoptic": 3,
+        "/gt/tracks": 3,  # the exact motion (panoptic_depthlab_msgs/TrackedSegmentArray)
         "/tf_static": 1,
     }
     frames = list(render_sequence(4, 3, SIZE, fps=10.0))

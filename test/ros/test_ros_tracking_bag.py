@@ -70,6 +70,11 @@ def test_bag_eval_writes_tracks_and_reports_tracking_metrics(drive_bag, tmp_path
     # held-out drives over many frames; 8 frames of one drive only show that association works)
     assert scores["AssA"] > 0.6 and scores["HOTA"] > 0.3 and scores["IDF1"] > 0.4, scores
     assert tracking["frames"] == FRAMES and 0 <= tracking["video_panoptic"]["STQ"] <= 1
+    # the drive's exact motion (/gt/tracks) is paired and read: velocities are compared once tracks are
+    # 1 s old (none in 0.8 s of drive) and distances by band against the GT depth
+    assert report.cameras["/camera/image_raw"].gt_tracks_topic == "/gt/tracks"
+    assert tracking["velocity"]["samples"] == 0 and "tracked >= 1 s" in tracking["velocity"]["protocol"]
+    assert tracking["distance"]["within_40m"]["published"]["samples"] > 10
     metrics = json.loads((tmp_path / "out_metrics" / "metrics.json").read_text())
     assert metrics["tracking"]["tracking"]["AssA"] == pytest.approx(scores["AssA"])
     assert "## Tracking" in (tmp_path / "out_metrics" / "metrics.md").read_text()
