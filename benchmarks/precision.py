@@ -4,10 +4,10 @@ For each precision: PQ, mIoU, depth AbsRel and per-segment distance error on syn
 Predictor end to end, as ``panoptic-depthlab eval`` runs it, with the ONNX file as its backend) and
 the network time (ONNX Runtime session alone, precisions interleaved round by round so a busy
 machine slows them alike). Then ONNX Runtime's profiler per op type for fp32 and int8 (where the
-time goes, which ops stayed fp32), the CPU's int8 dot-product instructions, and with ``--levers``
-the int8 levers (per-channel, calibration method and size, excluded nodes, pre-processing,
-activation type, graph optimisation level, QOperator vs QDQ). Writes
-benchmarks/results/precision_<machine>.json.
+time goes, which ops stayed fp32) and the CPU's int8 dot-product instructions. Writes
+benchmarks/results/precision_<machine>.json. ``--levers`` (from the files of an earlier run) measures
+instead the int8 levers (per-channel, calibration method and size, excluded nodes, pre-processing,
+activation type, graph optimisation level, QOperator vs QDQ): precision_levers_<machine>.json.
 
     .venv/bin/python benchmarks/precision.py --data data/synth256 [--levers]
 
@@ -49,6 +49,10 @@ from panoptic_depthlab_core.export.precision import (  # noqa: E402
 )
 from panoptic_depthlab_core.predictor import Predictor  # noqa: E402
 from panoptic_depthlab_core.preprocess import letterbox_rgb  # noqa: E402
+
+# the int8 file for ONNX Runtime on a CPU: uint8 asymmetric activations (export onnx --precision int8
+# --int8-uint8-activations); "int8" is the default, symmetric form TensorRT builds from
+INT8_CPU = "int8-uint8act"
 
 
 def cpu_flags() -> dict:
@@ -194,14 +198,13 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=0, help="ORT intra-op threads (0 = usable cores)")
     ap.add_argument("--timing-frames", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--levers", action="store_true", help="also measure the int8 levers")
     ap.add_argument(
-        "--levers-only", action="store_true",
-        help="only the levers, from the files of an earlier run in --work; writes precision_levers_<machine>.json",
+        "--levers", action="store_true",
+        help="instead: the int8 levers, from an earlier run's files in --work (precision_levers_<machine>.json)",
     )  # fmt: skip
-    ap.add_argument("--lever-frames", type=int, default=50, help="val frames each lever variant is scored on")
     ap.add_argument("--work", default="", help="folder for the ONNX files (default: a temporary one)")
     ap.add_argument("--out", default="")
+    ap.add_argument("--resume", action="store_true", help="reuse --work's files and --out's accuracy numbers")
     args = ap.parse_args()
 
     threads = args.threads or len(os.sched_getaffinity(0))
@@ -220,58 +223,72 @@ def main() -> int:
 
     predictor = Predictor.from_config()  # the shipped default model
     hw = predictor.input_hw
-    if args.levers_only:
+    if args.levers:
         paths = {k: work / f"{k}.onnx" for k in ("fp32", "fp16", "int8")}
         reader = CalibrationDataReader(args.calib, hw, max_images=args.calib_images)
         inputs = network_inputs(records, args.timing_frames)
-        report["levers"] = levers(paths, reader, records[: args.lever_frames], inputs, threads, args, work)
-        report["load_average_at_end"] = os.getloadavg()
         name = f"precision_levers_{machine_slug(info)}.json"
         out = Path(args.out) if args.out else REPO / "benchmarks" / "results" / name
-        out.write_text(json.dumps(report, indent=1) + "\n")
+        levers(paths, reader, inputs, threads, args, work, out)
         print(f"wrote {out}", file=sys.stderr)
         return 0
-    t0 = time.perf_counter()
-    paths = {"fp32": export_onnx(predictor.model, work / "fp32.onnx", *hw)}
-    t1 = time.perf_counter()
-    paths["fp16"] = convert_to_fp16(paths["fp32"], work / "fp16.onnx")
-    t2 = time.perf_counter()
+    out = Path(args.out) if args.out else REPO / "benchmarks" / "results" / f"precision_{machine_slug(info)}.json"
+    # --resume: files in --work and the accuracy of an earlier run (same frames) are reused; the
+    # timing is always measured again, all files interleaved in this run
+    earlier = json.loads(out.read_text()) if args.resume and out.is_file() else {}
     reader = CalibrationDataReader(args.calib, hw, max_images=args.calib_images)
-    paths["int8"] = quantize_int8(paths["fp32"], work / "int8.onnx", reader)
-    t3 = time.perf_counter()
-    report["export_s"] = {"fp32": t1 - t0, "fp16_conversion": t2 - t1, "int8_quantization": t3 - t2}
+    makers = {
+        "fp32": lambda path: export_onnx(predictor.model, path, *hw),
+        "fp16": lambda path: convert_to_fp16(work / "fp32.onnx", path),
+        "int8": lambda path: quantize_int8(work / "fp32.onnx", path, reader),
+        INT8_CPU: lambda path: quantize_int8(work / "fp32.onnx", path, reader, symmetric_activations=False),
+    }
+    paths, report["export_s"] = {}, dict(earlier.get("export_s", {}))
+    for name, make in makers.items():
+        path = work / f"{name}.onnx"
+        if not (args.resume and path.is_file()):
+            t0 = time.perf_counter()
+            make(path)
+            report["export_s"][name] = time.perf_counter() - t0
+        paths[name] = path
     report["files"] = {
         k: {"bytes": p.stat().st_size, "metadata": {m: v for m, v in onnx_metadata(p).items() if "names" not in m}}
         for k, p in paths.items()
     }
     report["fp32_nodes"] = {
-        "fp16": onnx_metadata(paths["fp16"]).get("fp32_node_names", "").split(","),
-        "int8": onnx_metadata(paths["int8"]).get("fp32_node_names", "").split(","),
+        k: onnx_metadata(paths[k]).get("fp32_node_names", "").split(",") for k in ("fp16", "int8", INT8_CPU)
     }
-    report["int8_convs"] = quantized_share(paths["int8"])
+    report["int8_convs"] = {k: quantized_share(paths[k]) for k in ("int8", INT8_CPU)}
 
-    print(f"evaluating {len(records)} frames per precision", file=sys.stderr)
-    report["accuracy"] = {k: evaluate(p, k, records, threads) for k, p in paths.items()}
+    report["accuracy"] = {}
+    for k, p in paths.items():
+        if k in earlier.get("accuracy", {}):
+            report["accuracy"][k] = earlier["accuracy"][k]
+        else:
+            print(f"evaluating {k} on {len(records)} frames", file=sys.stderr)
+            report["accuracy"][k] = evaluate(p, "int8" if k == INT8_CPU else k, records, threads)
     inputs = network_inputs(records, args.timing_frames)
+    report["load_average_before_timing"] = os.getloadavg()
     report["network_time"] = time_sessions(paths, inputs, threads, args.rounds)
     base = report["network_time"]["fp32"]["ms_min_round"]
     report["speedup_vs_fp32"] = {k: base / v["ms_min_round"] for k, v in report["network_time"].items()}
     with tempfile.TemporaryDirectory() as tmp:
-        report["profile"] = {k: profile_ops(paths[k], inputs[:10], threads, Path(tmp)) for k in ("fp32", "int8")}
+        profiled = ("fp32", "int8", INT8_CPU)
+        report["profile"] = {k: profile_ops(paths[k], inputs[:10], threads, Path(tmp)) for k in profiled}
     acc = report["accuracy"]
     report["targets"] = {
-        "int8_pq_loss": acc["fp32"]["pq"] - acc["int8"]["pq"],
-        "int8_pq_loss_ok": acc["fp32"]["pq"] - acc["int8"]["pq"] <= 1.0,
-        "int8_abs_rel_increase": acc["int8"]["abs_rel"] - acc["fp32"]["abs_rel"],
-        "int8_abs_rel_ok": acc["int8"]["abs_rel"] - acc["fp32"]["abs_rel"] <= 0.01,
-        "int8_speedup": report["speedup_vs_fp32"]["int8"],
-        "int8_speedup_ok": report["speedup_vs_fp32"]["int8"] >= 1.5,
+        k: {
+            "pq_loss": acc["fp32"]["pq"] - acc[k]["pq"],
+            "pq_loss_ok": acc["fp32"]["pq"] - acc[k]["pq"] <= 1.0,
+            "abs_rel_increase": acc[k]["abs_rel"] - acc["fp32"]["abs_rel"],
+            "abs_rel_ok": acc[k]["abs_rel"] - acc["fp32"]["abs_rel"] <= 0.01,
+            "speedup": report["speedup_vs_fp32"][k],
+            "speedup_ok": report["speedup_vs_fp32"][k] >= 1.5,
+        }
+        for k in ("int8", INT8_CPU)
     }
     print(json.dumps({"accuracy": acc, "speedup": report["speedup_vs_fp32"]}, indent=1), file=sys.stderr)
-    if args.levers:
-        report["levers"] = levers(paths, reader, records[: args.lever_frames], inputs, threads, args, work)
     report["load_average_at_end"] = os.getloadavg()
-    out = Path(args.out) if args.out else REPO / "benchmarks" / "results" / f"precision_{machine_slug(info)}.json"
     out.write_text(json.dumps(report, indent=1) + "\n")
     print(markdown(report))
     print(f"wrote {out}", file=sys.stderr)
@@ -279,7 +296,7 @@ def main() -> int:
 
 
 def markdown(report: dict) -> str:
-    """The docs/precision.md tables from a report."""
+    """The docs/precision.md table from a report."""
     acc, net = report.get("accuracy", {}), report.get("network_time", {})
     lines = [] if not acc else [
         "| precision | PQ | PQ things / stuff | mIoU | AbsRel | distance error mean (m) / median rel | "
@@ -294,21 +311,31 @@ def markdown(report: dict) -> str:
             f"{net[k]['ms_min_round']:.1f} / {net[k]['ms_median_round']:.1f} | "
             f"{report['speedup_vs_fp32'][k]:.2f}x | {report['files'][k]['bytes'] / 1e6:.1f} |"
         )
-    if "levers" in report:
-        ref = report["levers"].get("fp32 reference (same frames)", {}).get("accuracy", {})
-        lines += ["", "| int8 lever | PQ (fp32 on the same frames: {:.2f}) | AbsRel ({:.4f}) | speed vs fp32 |".format(
-            ref.get("pq", float("nan")), ref.get("abs_rel", float("nan"))), "|---|---|---|---|"]  # fmt: skip
-        for name, r in report["levers"].items():
-            a = r.get("accuracy", {})
-            pq = f"{a['pq']:.2f}" if a else "–"
-            rel = f"{a['abs_rel']:.4f}" if a else "–"
-            speed = f"{r['speedup_vs_fp32']:.2f}x" if "speedup_vs_fp32" in r else "–"
-            lines.append(f"| {name} | {pq} | {rel} | {speed} |")
     return "\n".join(lines)
 
 
-def levers(paths, reader, records, inputs, threads, args, work: Path) -> dict:
-    """int8 variants, each changed in one lever from the default (scored on ``records``)."""
+def agreement(reference, path: Path, inputs: list[np.ndarray], threads: int) -> dict:
+    """Network outputs of ``path`` against fp32 ONNX's (``reference``: its outputs per input):
+    semantic argmax agreement, depth relative error, offset mean abs error (px)."""
+    s = session(path, threads)
+    sem, rel, off = [], [], []
+    for x, ref in zip(inputs, reference, strict=True):
+        got = s.run(None, {"images": x})
+        sem.append(float((got[0].argmax(1) == ref[0].argmax(1)).mean()))
+        rel.append(float((np.abs(got[3] - ref[3]) / np.maximum(ref[3], 1e-3)).mean()))
+        off.append(float(np.abs(got[2] - ref[2]).mean()))
+    return {
+        "semantic_agreement": float(np.mean(sem)),
+        "depth_rel": float(np.mean(rel)),
+        "offset_px": float(np.mean(off)),
+    }
+
+
+def levers(paths, reader, inputs, threads, args, work: Path, out: Path) -> dict:
+    """int8 variants, each changed in one lever from the default, scored by agreement with fp32 on
+    the network outputs of ``inputs`` (the full metrics are the main table's) and timed together.
+    Written to ``out`` after every variant (a lever run is long on a busy machine)."""
+
     def norm(m):
         return input_normalisation_nodes(m)
 
@@ -320,21 +347,20 @@ def levers(paths, reader, records, inputs, threads, args, work: Path) -> dict:
 
     variants: dict[str, dict] = {
         "default (per-channel, minmax, tails+predictors fp32, pre-processed, int8 symmetric)": {},
+        "uint8 asymmetric activations (CPU only; TensorRT needs symmetric)": {"symmetric_activations": False},
         "per-tensor weights": {"per_channel": False},
-        "calibration percentile 99.999": {"method": "percentile"},
         "16 calibration images": {"images": 16},
-        "only the normalisation fp32 (tails and predictors int8)": {"exclude_nodes": norm},
-        "tails fp32, predictors int8": {"exclude_nodes": tails},
+        "calibration percentile 99.999": {"method": "percentile"},
         "decoders fp32 (backbone int8)": {"exclude_nodes": heads},
+        "tails fp32, predictors int8": {"exclude_nodes": tails},
+        "only the normalisation fp32": {"exclude_nodes": norm},
         "op types: Conv only": {"op_types": ["Conv"]},
         "no quant_pre_process": {"preprocess": False},
-        "uint8 asymmetric activations (CPU only; TensorRT needs symmetric)": {"symmetric_activations": False},
+        "calibration entropy": {"method": "entropy"},
     }
-    results: dict[str, dict] = {}
-    base_records = records
-    fp32_acc = evaluate(paths["fp32"], "fp32", base_records, threads)
-    results["fp32 reference (same frames)"] = {"accuracy": fp32_acc}
-    timing_paths = {"fp32": paths["fp32"]}
+    ref_session = session(paths["fp32"], threads)
+    reference = [ref_session.run(None, {"images": x}) for x in inputs]
+    results: dict[str, dict] = {"load_average_at_start": os.getloadavg()}
     for i, (name, opts) in enumerate(variants.items()):
         opts = dict(opts)
         images = opts.pop("images", None)
@@ -345,26 +371,34 @@ def levers(paths, reader, records, inputs, threads, args, work: Path) -> dict:
             path = paths["int8"]  # the default: already made
         else:
             quantize_int8(paths["fp32"], path, r, **opts)
-        results[name] = {"quantize_s": time.perf_counter() - t0, "options": {**opts, "images": r.num_images}}
-        results[name]["accuracy"] = evaluate(path, "int8", base_records, threads)
-        timing_paths[name] = path
-        print(name, results[name]["accuracy"], file=sys.stderr)
-    # QOperator: the same quantization as QLinearConv etc. nodes (what ORT's CPU kernels run;
-    # TensorRT cannot build it), to see whether the QDQ form costs speed on this CPU
-    qop = work / "lever_qoperator.onnx"
-    _qoperator(paths["fp32"], qop, reader)
-    timing_paths["QOperator format (CPU only)"] = qop
-    results["QOperator format (CPU only)"] = {"accuracy": evaluate(qop, "int8", base_records, threads)}
-    timed = time_sessions(timing_paths, inputs, threads, max(2, args.rounds // 2))
-    for name, t in timed.items():
-        results.setdefault(name, {})["network_time"] = t
-        results[name]["speedup_vs_fp32"] = timed["fp32"]["ms_min_round"] / t["ms_min_round"]
-    for level in ("basic", "extended"):
-        t = time_sessions({"fp32": paths["fp32"], "int8": paths["int8"]}, inputs, threads, 2, level)
-        results[f"graph optimisation {level} (default all)"] = {
+        t = time_sessions({"fp32": paths["fp32"], name: path}, inputs, threads, args.rounds)
+        results[name] = {
+            "options": {k: v for k, v in opts.items() if not callable(v)} | {"images": r.num_images},
+            "quantize_s": time.perf_counter() - t0,
+            "agreement_with_fp32": agreement(reference, path, inputs, threads),
             "network_time": t,
-            "speedup_vs_fp32": t["fp32"]["ms_min_round"] / t["int8"]["ms_min_round"],
+            "speedup_vs_fp32": t["fp32"]["ms_min_round"] / t[name]["ms_min_round"],
+            "load_average": os.getloadavg(),
         }
+        print(name, results[name]["agreement_with_fp32"], results[name]["speedup_vs_fp32"], file=sys.stderr)
+        out.write_text(json.dumps(results, indent=1) + "\n")
+        if i == 0:
+            # QOperator: the same quantization as QLinearConv etc. nodes (what ORT's CPU kernels run;
+            # TensorRT cannot build it), to see whether the QDQ form itself costs speed on this CPU
+            qop = work / "lever_qoperator.onnx"
+            _qoperator(paths["fp32"], qop, reader)
+            t = time_sessions({"fp32": paths["fp32"], "qop": qop}, inputs, threads, args.rounds)
+            results["QOperator format, uint8 activations (CPU only)"] = {
+                "agreement_with_fp32": agreement(reference, qop, inputs, threads),
+                "speedup_vs_fp32": t["fp32"]["ms_min_round"] / t["qop"]["ms_min_round"],
+                "network_time": t,
+            }
+            for level in ("basic", "extended"):
+                t = time_sessions({"fp32": paths["fp32"], "int8": paths["int8"]}, inputs, threads, args.rounds, level)
+                results[f"graph optimisation level {level} (default: all)"] = {
+                    "network_time": t,
+                    "speedup_vs_fp32": t["fp32"]["ms_min_round"] / t["int8"]["ms_min_round"],
+                }
     return results
 
 
