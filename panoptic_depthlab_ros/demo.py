@@ -40,6 +40,7 @@ from PIL import Image as PILImage
 
 from panoptic_depthlab_core.config import ConfigError
 from panoptic_depthlab_core.data.synthetic.drive import SyntheticDrive
+from panoptic_depthlab_core.image_messages import image_msg_to_array
 from panoptic_depthlab_core.model import build_model
 from panoptic_depthlab_core.predictor import DEFAULT_CONFIG, DEFAULT_WEIGHTS, load_pipeline_config
 from panoptic_depthlab_core.viz import colorize_depth
@@ -308,19 +309,9 @@ def read_bag(path: Path, topics: set[str]) -> dict[str, list[tuple[int, Any]]]:
 
 
 def image_to_array(msg: Any) -> np.ndarray:
-    """rosbags sensor_msgs/Image -> numpy (rgb8/bgr8 HxWx3, mono8/16UC1/32FC1 HxW)."""
-    kinds = {"rgb8": ("u1", 3), "bgr8": ("u1", 3), "mono8": ("u1", 1), "16UC1": ("u2", 1), "32FC1": ("f4", 1)}
-    if msg.encoding not in kinds:
-        raise ValueError(f"cannot read encoding {msg.encoding!r}")
-    code, channels = kinds[msg.encoding]
-    dtype = np.dtype((">" if msg.is_bigendian else "<") + code)
-    rows = np.asarray(msg.data, dtype=np.uint8).reshape(msg.height, msg.step)[
-        :, : msg.width * channels * dtype.itemsize
-    ]
-    arr = np.ascontiguousarray(rows).view(dtype).astype(dtype.newbyteorder("="))
-    return (
-        arr.reshape(msg.height, msg.width, channels) if channels > 1 else arr.reshape(msg.height, msg.width)
-    )
+    """rosbags sensor_msgs/Image -> contiguous numpy copy (colour HxWxC, single-channel HxW) for OpenCV."""
+    pixels = image_msg_to_array(msg)
+    return np.ascontiguousarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels)
 
 
 def stamp_of(msg: Any) -> int:

@@ -49,7 +49,9 @@ from typing import Any
 
 import numpy as np
 
+from panoptic_depthlab_core.config import parse_size
 from panoptic_depthlab_core.eval.sequence_eval import sequence_markdown
+from panoptic_depthlab_core.image_messages import image_msg_to_array
 from panoptic_depthlab_ros.distance_tracking import SequenceScorer, motion_from_gt_tracks
 
 from . import prediction_export
@@ -174,8 +176,6 @@ def load_params_file(path: Path) -> dict[str, Any]:
 def node_params_from_args(args: argparse.Namespace) -> Any:
     """NodeParams from defaults, the params file and the explicit options (in that order)."""
     from panoptic_depthlab_ros.params import NodeParams, validate_params
-
-    from .drive_bag import parse_size
 
     values: dict[str, Any] = {}
     if getattr(args, "params_file", None) is not None:
@@ -306,21 +306,24 @@ def options_from_args(args: argparse.Namespace) -> BagEvalOptions:
 # ------------------------------------------------------------------------------------------ GT decoding
 
 
+GT_IMAGE_ENCODINGS = ("32FC1", "16UC1", "mono16")
+
+
 def gt_image_to_array(msg: Any, what: str) -> np.ndarray:
-    """32FC1 / 16UC1 / mono16 Image -> (H, W) array in native byte order (a copy); ValueError if malformed."""
-    dtypes = {"32FC1": "f4", "16UC1": "u2", "mono16": "u2"}
+    """32FC1 / 16UC1 / mono16 Image -> (H, W) array in native byte order (a copy); ValueError if malformed.
+
+    The core's one Image reader does the geometry/byte-order work; this only restricts the
+    encodings a GT map may have and names the map in the error.
+    """
     encoding = str(msg.encoding)
-    if encoding not in dtypes:
-        raise ValueError(f"{what}: encoding {encoding!r} not supported (expected one of {', '.join(dtypes)})")
-    dtype = np.dtype((">" if msg.is_bigendian else "<") + dtypes[encoding])
-    width, height, step = int(msg.width), int(msg.height), int(msg.step)
-    if width <= 0 or height <= 0 or step < width * dtype.itemsize:
-        raise ValueError(f"{what}: bad geometry {width}x{height}, step {step}")
-    buf = np.frombuffer(memoryview(msg.data).cast("B"), dtype=np.uint8)
-    if buf.size < step * height:
-        raise ValueError(f"{what}: data has {buf.size} bytes, step*height = {step * height} needed")
-    rows = buf[: step * height].reshape(height, step)[:, : width * dtype.itemsize]
-    return np.ascontiguousarray(rows).view(dtype).reshape(height, width).astype(dtype.newbyteorder("="))
+    if encoding not in GT_IMAGE_ENCODINGS:
+        raise ValueError(
+            f"{what}: encoding {encoding!r} not supported (expected one of {', '.join(GT_IMAGE_ENCODINGS)})"
+        )
+    try:
+        return np.array(image_msg_to_array(msg)[:, :, 0])
+    except ValueError as exc:  # ImageConversionError: step, data length, size
+        raise ValueError(f"{what}: {exc}") from exc
 
 
 def gt_depth_m(msg: Any) -> np.ndarray:

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from panoptic_depthlab_core.config import parse_size
+
 from .common import STORAGES
 
 
@@ -158,7 +160,7 @@ def drive_frames(frames: Sequence[CityscapesFrame], resize: tuple[int, int] | No
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .drive_bag import parse_size, write_drive_bag
+    from .drive_bag import write_drive_bag
 
     resize = parse_size(args.resize) if args.resize else None
     frames = find_frames(args.root, args.split, args.city, sequence=not args.no_sequence)

@@ -27,8 +27,6 @@ from typing import Any
 
 import numpy as np
 
-from panoptic_depthlab_core.config import parse_size  # noqa: F401 - the bag commands' --size parser
-
 IMAGE_TOPIC = "/camera/image_raw"
 CAMERA_INFO_TOPIC = "/camera/camera_info"
 GT_DEPTH_TOPIC = "/gt/depth"

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from panoptic_depthlab_core.config import parse_size
+
 from .common import STORAGES
 
 DEFAULT_FPS = 10.0
@@ -92,8 +94,6 @@ def write_synth_bag(
 
 
 def run(args: argparse.Namespace) -> int:
-    from .drive_bag import parse_size
-
     size = parse_size(args.size)
     counts = write_synth_bag(
         args.out, args.frames, size, args.seed, args.fps, args.storage, progress=not args.no_progress
