@@ -38,6 +38,7 @@ from panoptic_depthlab_core.tracking import Tracker, TrackerConfig, TrackState, 
 
 DISTANCE_SOURCES = ("depth", "ground", "fused")
 LOG_THROTTLE_S = 5.0
+FUSION_MAX_RATIO = 1.5  # ground/decoder distance ratio beyond which a segment keeps the decoder's
 
 
 @dataclass(frozen=True)
@@ -159,7 +160,7 @@ class DistanceAndTracking:
         self._lock = threading.Lock()
         self._streams: dict[str, _Stream] = {}
         self.counters = {"tracker_resets": 0, "stamps_repeated": 0, "stamps_out_of_order": 0, "stamps_invalid": 0,
-                         "frames_without_3d": 0}
+                         "frames_without_3d": 0, "fusion_rejected": 0}
         self.last_reset = ""
         self.last_frame_had_k: bool | None = None
         self._health_message = ""
@@ -213,11 +214,13 @@ class DistanceAndTracking:
             if not has_k:
                 self.counters["frames_without_3d"] += 1
             decoder = [s.distance_m for s in result.segments]
+            before = list(result.segments)
             contacts: dict[int, GroundContact] = {}
             if policy.mount is not None:  # without K there is no contact: ground gives NaN, fused keeps depth
                 contacts = apply_ground_distance(result, policy.mount, depth_trained=policy.source == "fused")
                 if policy.source == "fused" and has_k:
                     self._check_health(stream.agreement.update(contacts))
+                    self._keep_decoder_where_contradicted(result, before, contacts)
             aligned = [contacts.get(s.id) for s in result.segments]  # ids before tracking renumbers them
             if not tracking:
                 return TrackedFrame(result, None, None, decoder, aligned)
@@ -244,6 +247,22 @@ class DistanceAndTracking:
             stream.last_tracks = len(states) + len(tracking_result.coasting)
             stream.last_confirmed = sum(t.confirmed for t in states) + len(tracking_result.coasting)
             return TrackedFrame(tracking_result.apply(result), tracking_result.tracks, reason, decoder, aligned)
+
+    def _keep_decoder_where_contradicted(self, result: FrameResult, before: list, contacts: dict) -> None:
+        """Fused only where the two agree: a contact the decoder contradicts by more than
+        ``FUSION_MAX_RATIO`` (a predicted mask with stray pixels near the image bottom puts the
+        contact metres too close, and the ground's small variance there would win the fusion)
+        keeps the decoder's distance. Counted; the health monitor still sees every contact."""
+        segments = list(result.segments)
+        for i, (seg, old) in enumerate(zip(segments, before, strict=True)):
+            contact = contacts.get(old.id)
+            if seg.distance_source != "fused" or contact is None:
+                continue
+            ratio = contact.distance_m / old.distance_m if old.distance_m > 0 else math.inf
+            if not 1.0 / FUSION_MAX_RATIO <= ratio <= FUSION_MAX_RATIO:
+                segments[i] = old
+                self.counters["fusion_rejected"] += 1
+        result.segments = segments
 
     def _check_health(self, status: Any) -> None:
         self._health_message = status.message
@@ -287,6 +306,7 @@ class DistanceAndTracking:
                 "stamps_out_of_order": str(self.counters["stamps_out_of_order"]),
                 "stamps_invalid": str(self.counters["stamps_invalid"]),
                 "frames_without_3d": str(self.counters["frames_without_3d"]),
+                "fusion_rejected": str(self.counters["fusion_rejected"]),
             }
             if self.last_frame_had_k is False:
                 values["motion"] = "no CameraInfo for the last frame: no 3D positions, velocity or time to collision"

@@ -138,3 +138,17 @@ def test_messages_carry_track_ids_velocity_and_source():
     out = build_messages(off.result, _header(t0 + 500_000_000), options=MessageOptions(), tracks=off.tracks)
     assert out["tracks"].segments[0].id == "13001" and math.isnan(out["tracks"].segments[0].velocity.x)
     assert out["tracks"].segments[0].distance_source == TrackedSegment.DISTANCE_SOURCE_GROUND
+
+
+def test_fused_only_where_ground_and_decoder_agree():
+    """A ground contact the decoder contradicts (> 1.5x apart) keeps the decoder's distance and is
+    counted; one that agrees is fused (between the two, with the ground's smaller variance)."""
+    tracking = DistanceAndTracking(NodeParams(camera_height_m=1.0), depth_trained=True)
+    assert tracking.policy.source == "fused"
+    ground = 200.0 / 21.5
+    far = tracking.process(_frame(z=20.0), _header(1_000_000_000)).result.segments[1]
+    assert far.distance_source == "depth" and far.distance_m == 20.0
+    assert tracking.values()["fusion_rejected"] == "1"
+    near = tracking.process(_frame(z=10.0), _header(1_100_000_000)).result.segments[1]
+    assert near.distance_source == "fused" and ground < near.distance_m < 10.0
+    assert tracking.values()["fusion_rejected"] == "1"
