@@ -18,6 +18,8 @@ import pytest
 pytest.importorskip("rosbags")
 pytest.importorskip("rclpy", reason="rclpy (ROS 2) is not importable in this environment")
 
+from bag_contents import read_all as read_bag_contents  # noqa: E402
+
 from panoptic_depthlab_ros.bags import bag_eval, synth_bag  # noqa: E402
 from panoptic_depthlab_ros.bags.common import BagReadError, open_bag  # noqa: E402
 from panoptic_depthlab_ros.messages import OUTPUT_NAMES as MESSAGE_OUTPUT_NAMES  # noqa: E402
@@ -79,19 +81,7 @@ def synth_bags(tmp_path_factory) -> dict[str, Path]:
 
 def read_all(bag: Path) -> dict[str, list[tuple[int, object]]]:
     """topic -> [(log time, deserialized message)] with rosbags and our typestore."""
-    from panoptic_depthlab_ros.bag_types import make_typestore
-
-    store = make_typestore()
-    reader = open_bag(bag)
-    out: dict[str, list] = {}
-    try:
-        for connection, log_time, raw in reader.messages():
-            out.setdefault(connection.topic, []).append(
-                (log_time, store.deserialize_cdr(raw, connection.msgtype))
-            )
-    finally:
-        reader.close()
-    return out
+    return {topic: [(t, msg) for t, _, msg in rows] for topic, rows in read_bag_contents(bag).items()}
 
 
 def stamp_ns(msg) -> int:

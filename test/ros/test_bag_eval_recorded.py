@@ -26,6 +26,8 @@ pytest.importorskip("rosbags")
 pytest.importorskip("mcap_ros2")
 pytest.importorskip("rclpy", reason="rclpy (ROS 2) is not importable in this environment")
 
+from bag_contents import read_all  # noqa: E402
+
 from panoptic_depthlab_ros.bags import bag_eval  # noqa: E402
 from panoptic_depthlab_ros.bags.common import open_bag  # noqa: E402
 
@@ -289,23 +291,6 @@ def two_camera_bags(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("recorded")
     store, records = recorded_messages((FRONT, LEFT))
     return {writer: write_bag(root / writer.replace("-", "_"), writer, store, records) for writer in WRITERS}
-
-
-def read_all(bag: Path) -> dict[str, list[tuple[int, bytes, object]]]:
-    """topic -> [(bag time, raw CDR, message)] read with rosbags and our typestore (vision_msgs)."""
-    from panoptic_depthlab_ros.bag_types import make_typestore
-
-    store = make_typestore()
-    reader = open_bag(bag)
-    out: dict[str, list] = {}
-    try:
-        for connection, log_time, raw in reader.messages():
-            out.setdefault(connection.topic, []).append(
-                (log_time, bytes(raw), store.deserialize_cdr(raw, connection.msgtype))
-            )
-    finally:
-        reader.close()
-    return out
 
 
 def stamp_ns(msg) -> int:

@@ -7,27 +7,13 @@ import pytest
 
 pytest.importorskip("rosbags")
 
+from bag_contents import read_all  # noqa: E402
+
 from panoptic_depthlab_ros.bags import cityscapes_bag, synth_bag  # noqa: E402
-from panoptic_depthlab_ros.bags.common import cli_main, open_bag  # noqa: E402
+from panoptic_depthlab_ros.bags.common import cli_main  # noqa: E402
 from panoptic_depthlab_ros.bags.drive_bag import panoptic_from_16u  # noqa: E402
 
 SIZE = (48, 96)
-
-
-def read_all(bag):
-    from panoptic_depthlab_ros.bag_types import make_typestore
-
-    store = make_typestore()
-    reader = open_bag(bag)
-    out: dict[str, list] = {}
-    try:
-        for connection, log_time, raw in reader.messages():
-            out.setdefault(connection.topic, []).append(
-                (log_time, bytes(raw), store.deserialize_cdr(raw, connection.msgtype))
-            )
-    finally:
-        reader.close()
-    return out
 
 
 def pixels(msg) -> np.ndarray:

@@ -32,35 +32,10 @@ from pdl_ros_harness import (  # noqa: E402
     wait_until,
     write_params,
 )
+from qdq_model import write_qdq_onnx  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]  # ~25 s on 2 idle cores, most of it the one export
 INPUT_HW = (128, 256)  # write_params' network input
-
-
-def _qdq_onnx(path: Path) -> Path:
-    """A minimal valid int8 (explicit Q/DQ) model with the node's I/O contract at INPUT_HW."""
-    import onnx
-    from onnx import TensorProto, helper
-
-    from panoptic_depthlab_core.model import OUTPUT_NAMES
-
-    shape = [1, 3, *INPUT_HW]
-    nodes = [
-        helper.make_node("QuantizeLinear", ["images", "scale", "zero"], ["q"]),
-        helper.make_node("DequantizeLinear", ["q", "scale", "zero"], ["dq"]),
-    ] + [helper.make_node("Identity", ["dq"], [name]) for name in OUTPUT_NAMES]
-    graph = helper.make_graph(
-        nodes,
-        "qdq",
-        [helper.make_tensor_value_info("images", TensorProto.FLOAT, shape)],
-        [helper.make_tensor_value_info(name, TensorProto.FLOAT, shape) for name in OUTPUT_NAMES],
-        [
-            helper.make_tensor("scale", TensorProto.FLOAT, [], [1.0]),
-            helper.make_tensor("zero", TensorProto.INT8, [], [0]),
-        ],
-    )
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
-    return path
 
 
 def _engine_from_another_machine(tmp: Path, onnx_path: Path) -> Path:
@@ -82,7 +57,7 @@ def artefacts(tmp_path_factory) -> dict[str, Path]:
     from panoptic_depthlab_core.export.engine_cache import sidecar_path_for
 
     tmp = tmp_path_factory.mktemp("artefacts")
-    int8 = _qdq_onnx(tmp / "small_int8.onnx")
+    int8 = write_qdq_onnx(tmp / "small_int8.onnx", INPUT_HW, precision_metadata=None)
     engine = _engine_from_another_machine(tmp, int8)
     truncated_engine = tmp / "truncated.engine"
     truncated_engine.write_bytes(engine.read_bytes()[:100])

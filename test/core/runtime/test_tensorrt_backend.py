@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from onnx import TensorProto, helper
+from qdq_model import write_qdq_onnx
 from tiny_models import tiny_model_config
 from trt_fakes import make_fake_tensorrt
 
@@ -33,7 +33,7 @@ from panoptic_depthlab_core.export.tensorrt_build import (
     network_creation_flags,
     timing_cache_file,
 )
-from panoptic_depthlab_core.model import OUTPUT_NAMES, build_model
+from panoptic_depthlab_core.model import build_model
 from panoptic_depthlab_core.runtime import BackendConfig, create_backend
 from panoptic_depthlab_core.runtime.tensorrt_backend import (
     TensorRTNotAvailable,
@@ -55,26 +55,7 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not 
 
 def qdq_onnx(path: Path, hw: tuple[int, int] = INPUT_HW, precision_metadata: str | None = "int8") -> Path:
     """A minimal valid int8 (explicit Q/DQ) model with the project's I/O contract."""
-    shape = [1, 3, *hw]
-    nodes = [
-        helper.make_node("QuantizeLinear", ["images", "scale", "zero"], ["q"]),
-        helper.make_node("DequantizeLinear", ["q", "scale", "zero"], ["dq"]),
-    ] + [helper.make_node("Identity", ["dq"], [name]) for name in OUTPUT_NAMES]
-    graph = helper.make_graph(
-        nodes,
-        "qdq",
-        [helper.make_tensor_value_info("images", TensorProto.FLOAT, shape)],
-        [helper.make_tensor_value_info(name, TensorProto.FLOAT, shape) for name in OUTPUT_NAMES],
-        [
-            helper.make_tensor("scale", TensorProto.FLOAT, [], [1.0]),
-            helper.make_tensor("zero", TensorProto.INT8, [], [0]),
-        ],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    if precision_metadata:
-        helper.set_model_props(model, {"panoptic_depthlab.precision": precision_metadata})
-    onnx.save(model, str(path))
-    return path
+    return write_qdq_onnx(path, hw, precision_metadata)
 
 
 @pytest.fixture(scope="module")
