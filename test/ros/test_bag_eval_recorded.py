@@ -683,3 +683,31 @@ def test_corrupt_image_messages_stop_the_run_keeping_what_came_before(tmp_path, 
     assert report.exit_code == 1 and report.frames == 1
     assert f"the {cam.image_topic} message at t=" in report.error and "cannot be deserialized" in report.error
     assert len(read_all(tmp_path / "out")["/panoptic_depthlab/panoptic"]) == 1
+
+
+def test_cli_options_per_camera():
+    """The command line as users type it: --image-topic repeated, the per-camera options once per camera
+    in the same order ('' = none for that camera, a single '' = none for all); a count that does not
+    match, or a camera given twice, is an error naming the option."""
+    import argparse
+
+    def options(*argv: str) -> bag_eval.BagEvalOptions:
+        parser = argparse.ArgumentParser()
+        bag_eval.add_arguments(parser)
+        return bag_eval.options_from_args(parser.parse_args(["in_bag", "--out", "out", *argv]))
+
+    two = ("--image-topic", FRONT.image_topic, "--image-topic", LEFT.image_topic)
+    parsed = options(*two, "--camera-info-topic", "/front/info", "--camera-info-topic", "",
+                     "--gt-panoptic-topic", "/front/gt/panoptic", "--gt-panoptic-topic", "",
+                     "--gt-depth-topic", "")  # fmt: skip
+    assert parsed.image_topics == (FRONT.image_topic, LEFT.image_topic)
+    assert parsed.camera_info_topics == ("/front/info", "")
+    assert parsed.gt_panoptic_topics == ("/front/gt/panoptic", "") and parsed.gt_depth_topics == ("", "")
+    defaults = options()
+    assert defaults.image_topics == (bag_eval.IMAGE_TOPIC,) and defaults.camera_info_topics is None
+    with pytest.raises(ValueError, match=r"--camera-info-topic is given 1 time\(s\) for 2 image topic\(s\)"):
+        options(*two, "--camera-info-topic", "/front/info")
+    with pytest.raises(ValueError, match=r"--gt-depth-topic is given 3 time\(s\) for 2"):
+        options(*two, *("--gt-depth-topic", "/d") * 3)
+    with pytest.raises(ValueError, match="an image topic is given twice"):
+        options("--image-topic", FRONT.image_topic, "--image-topic", FRONT.image_topic)
