@@ -152,3 +152,38 @@ def test_fused_only_where_ground_and_decoder_agree():
     near = tracking.process(_frame(z=10.0), _header(1_100_000_000)).result.segments[1]
     assert near.distance_source == "fused" and ground < near.distance_m < 10.0
     assert tracking.values()["fusion_rejected"] == "1"
+
+
+def test_packaged_msg_defs_equal_the_interface_package_and_rclpy():
+    """The .msg copies the bag tools register are the interface package's, and rosbags' CDR of a
+    TrackedSegmentArray is what the built rclpy type reads (and writes)."""
+    import filecmp
+
+    from panoptic_depthlab_msgs.msg import TrackedSegmentArray
+    from rclpy.serialization import deserialize_message
+
+    from panoptic_depthlab_ros.bag_types import MSG_DEFS_DIR, make_typestore
+
+    interface = Path(__file__).resolve().parents[2] / "interfaces" / "panoptic_depthlab_msgs" / "msg"
+    names = sorted(p.name for p in interface.glob("*.msg"))
+    assert names == ["TrackedSegment.msg", "TrackedSegmentArray.msg"]
+    packaged = MSG_DEFS_DIR / "panoptic_depthlab_msgs"
+    assert sorted(p.name for p in packaged.glob("*.msg")) == names
+    match, mismatch, errors = filecmp.cmpfiles(interface, packaged, names, shallow=False)
+    assert match == names, (mismatch, errors)
+
+    store = make_typestore()
+    T = store.types
+    seg = T["panoptic_depthlab_msgs/msg/TrackedSegment"](
+        id="42", panoptic_id=13005, distance=12.5, distance_source=2,
+        velocity=T["geometry_msgs/msg/Vector3"](x=0.1, y=0.0, z=-3.0), in_path=True, time_to_collision=4.2,
+        age=1.5)
+    header = T["std_msgs/msg/Header"](stamp=T["builtin_interfaces/msg/Time"](sec=3, nanosec=7), frame_id="cam")
+    raw = bytes(store.serialize_cdr(T["panoptic_depthlab_msgs/msg/TrackedSegmentArray"](
+        header=header, segments=[seg]), "panoptic_depthlab_msgs/msg/TrackedSegmentArray"))
+    msg = deserialize_message(raw, TrackedSegmentArray)
+    (got,) = msg.segments
+    assert (got.id, got.panoptic_id, got.distance_source, got.in_path) == ("42", 13005, 2, True)
+    assert (got.distance, got.velocity.z, got.time_to_collision, got.age) == pytest.approx((12.5, -3.0, 4.2, 1.5))
+    assert msg.header.frame_id == "cam" and msg.header.stamp.nanosec == 7
+    assert got.DISTANCE_SOURCE_FUSED == 2
