@@ -46,7 +46,10 @@ OUTPUT_MESSAGE_TYPES = {
     "camera_info": "sensor_msgs/CameraInfo",
     "tracks": "panoptic_depthlab_msgs/TrackedSegmentArray",
 }
-PUBLISH_DESCRIPTION = re.compile(r"^Publish (?P<topic>~/\w+) (\((?P<inner>.*)\)\.?|(?P<plain>.*?)\.?)$")
+# "Publish ~/topic (content).", "Publish ~/topic (content): more." or "Publish ~/topic content."
+PUBLISH_DESCRIPTION = re.compile(
+    r"^Publish (?P<topic>~/\w+) (\((?P<inner>[^)]*)\)(?::\s*(?P<more>.*?))?\.?|(?P<plain>.*?)\.?)$"
+)
 
 
 def _value(value: object) -> str:
@@ -97,6 +100,8 @@ def topics_table() -> str:
         if match is None:
             raise SystemExit(f"params.py: {name}'s description must read 'Publish ~/topic (content).'")
         what = match["inner"] if match["inner"] is not None else match["plain"]
+        if match["more"]:
+            what = f"{what}: {match['more']}"
         msg_type = OUTPUT_MESSAGE_TYPES.get(name.removeprefix("publish_"), "")  # a test keeps them complete
         what = what.removeprefix(msg_type).lstrip(";, ")  # the type has its own column
         rows.append(f"| `{match['topic']}` | out | {msg_type} | {_cell(what)} | `{name}` |")
