@@ -165,3 +165,28 @@ def test_artefact_parameters_resolve_backend_and_refuse_impossible_combinations(
     engine_for_ort = NodeParams(backend="onnxruntime", engine_path="e.engine")
     assert "backend onnxruntime cannot run it" in artefact_problems(engine_for_ort)[0]
     assert "not used by backend torch" in artefact_problems(NodeParams(backend="torch", onnx_path="m.onnx"))[0]
+
+
+def test_diagnostics_name_the_engine_its_gpu_and_tensorrt(tmp_path) -> None:
+    """What /diagnostics and the configure log show for a TensorRT engine (TensorRT cannot run here: the
+    engine is prepared with a fake build environment, as the node's prepare step does on a GPU)."""
+    from types import SimpleNamespace
+
+    from panoptic_depthlab_core.export.engine_cache import BuildEnvironment
+    from panoptic_depthlab_core.runtime import BackendConfig
+    from panoptic_depthlab_core.runtime.tensorrt_backend import prepare_engine
+    from panoptic_depthlab_ros.diagnostics import artefact_values
+
+    orin = BuildEnvironment("NVIDIA Orin", "8.7", "10.3.0.30")
+    cfg = BackendConfig(name="tensorrt", device="cuda:0", precision="int8", engine_cache_dir=str(tmp_path / "engines"),
+                        onnx_path=str(write_qdq_onnx(tmp_path / "m_int8.onnx", INPUT_HW)))  # fmt: skip
+    prepared = prepare_engine(cfg, INPUT_HW, env=orin, build_fn=lambda src, dst: dst.write_bytes(b"engine"))
+    predictor = SimpleNamespace(backend=SimpleNamespace(artefact=prepared.artefact), backend_cfg=cfg)
+    values = artefact_values(predictor, "compressed", "cpu (opencv): nvJPEG probe failed on cuda:0: no nvjpeg")
+    assert values["artefact_precision"] == "int8" and values["tensorrt_version"] == "10.3.0.30"
+    assert values["artefact_built_on"] == "NVIDIA Orin (compute capability 8.7)"
+    assert values["artefact"].startswith("tensorrt engine") and str(prepared.engine_path) in values["artefact"]
+    assert "built at configure" in values["artefact"] and "m_int8.onnx" in values["artefact"]
+    assert "built on NVIDIA Orin (compute capability 8.7) with TensorRT 10.3.0.30" in values["artefact"]
+    assert values["image_decoder"].startswith("cpu (opencv): nvJPEG probe failed")
+    assert artefact_values(predictor, "raw", "nvjpeg (cuda:0)")["image_decoder"] == "none (raw images)"
