@@ -117,14 +117,14 @@ TABLES = {"topics": topics_table, "parameters": parameters_table}
 
 def block_pattern(name: str) -> re.Pattern[str]:
     begin = rf"<!-- BEGIN GENERATED: {name} \(scripts/gen_readme_tables.py\) -->\n"
-    return re.compile(rf"({begin})(.*?)(\n<!-- END GENERATED: {name} -->)", re.DOTALL)
+    return re.compile(rf"({begin})(.*?)\n?(<!-- END GENERATED: {name} -->)", re.DOTALL)
 
 
 def render(text: str) -> str:
     """``text`` with every generated block it has brought up to date."""
     for name, make in TABLES.items():
         table = make()
-        text = block_pattern(name).sub(lambda m, t=table: m.group(1) + t + m.group(3), text)
+        text = block_pattern(name).sub(lambda m, t=table: m.group(1) + t + "\n" + m.group(3), text)
     return text
 
 

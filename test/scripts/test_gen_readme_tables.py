@@ -1,0 +1,70 @@
+"""The ROS interface tables in README.md and docs/ros.md equal what params.py generates (no drift)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "scripts" / "gen_readme_tables.py"
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("gen_readme_tables", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["gen_readme_tables"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+gen = _load()
+
+
+@pytest.mark.parametrize(
+    "path,names", [(REPO / "README.md", {"topics", "parameters"}), (REPO / "docs" / "ros.md", {"parameters"})]
+)
+def test_generated_tables_are_current(path: Path, names: set[str]):
+    text = path.read_text()
+    found = gen.blocks(text)
+    assert names <= set(found), f"{path.name} lacks the generated blocks {sorted(names - set(found))}"
+    for name in names:
+        assert found[name] == gen.TABLES[name](), f"{path.name}: {name} table is stale; run {SCRIPT.name}"
+    assert gen.main(["--check"]) == 0
+
+
+def test_every_parameter_and_output_is_in_the_tables():
+    from panoptic_depthlab_ros.params import PARAMETER_NAMES, parameter_specs
+
+    parameters = gen.parameters_table()
+    topics = gen.topics_table()
+    for name in PARAMETER_NAMES:
+        assert f"| `{name}` |" in parameters
+        default = parameter_specs()[name][0]
+        assert f"`{gen._value(default)}`" in parameters.split(f"| `{name}` |")[1].split("\n")[0]
+    for name in (n for n in PARAMETER_NAMES if n.startswith("publish_")):
+        assert f"`~/{name.removeprefix('publish_')}`" in topics
+
+
+def test_a_stale_table_is_found_and_rewritten():
+    text = (REPO / "docs" / "ros.md").read_text()
+    stale = text.replace("| `nms_kernel` | int | `-1` |", "| `nms_kernel` | int | `7` |")
+    assert stale != text
+    assert gen.blocks(stale)["parameters"] != gen.parameters_table()
+    assert gen.render(stale) == text
+
+
+def test_output_types_equal_the_nodes():
+    pytest.importorskip("rclpy", reason="rclpy (ROS 2) is not importable in this environment")
+    pytest.importorskip("vision_msgs.msg", reason="vision_msgs is not built (scripts/build_vision_msgs.sh)")
+    from panoptic_depthlab_ros.node import OUTPUT_TYPES
+
+    def name(msg_type) -> str:
+        return f"{msg_type.__module__.split('.')[0]}/{msg_type.__name__}"
+
+    assert {k: name(v) for k, v in OUTPUT_TYPES.items()} == {
+        k: v for k, v in gen.OUTPUT_MESSAGE_TYPES.items() if k != "label_info"
+    }
+    assert gen.OUTPUT_MESSAGE_TYPES["label_info"] == "vision_msgs/LabelInfo"
