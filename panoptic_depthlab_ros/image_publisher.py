@@ -65,7 +65,9 @@ def serialize_image(msg: Any) -> np.ndarray:
     return out
 
 
-class _RcutilsAllocator(ctypes.Structure):
+class RcutilsAllocator(ctypes.Structure):
+    """rcutils_allocator_t (also used by bags.zero_cdr, which calls rmw_serialize the same way)."""
+
     _fields_ = [
         ("allocate", ctypes.c_void_p),
         ("deallocate", ctypes.c_void_p),
@@ -75,14 +77,14 @@ class _RcutilsAllocator(ctypes.Structure):
     ]
 
 
-class _SerializedMessage(ctypes.Structure):
+class SerializedMessage(ctypes.Structure):
     """rcl_serialized_message_t (= rcutils_uint8_array_t)."""
 
     _fields_ = [
         ("buffer", ctypes.c_void_p),
         ("buffer_length", ctypes.c_size_t),
         ("buffer_capacity", ctypes.c_size_t),
-        ("allocator", _RcutilsAllocator),
+        ("allocator", RcutilsAllocator),
     ]
 
 
@@ -90,7 +92,7 @@ _RCL_LOCK = threading.Lock()
 _RCL_FUNCTIONS: list[Any] = []  # [(publish, reset_error) or None] once looked up
 
 
-def _loaded_library(prefix: str) -> str | None:
+def loaded_library(prefix: str) -> str | None:
     """Path of a shared library already mapped into this process (Linux), else None."""
     try:
         with open("/proc/self/maps") as maps:
@@ -112,15 +114,15 @@ def _rcl_functions() -> tuple[Any, Any] | None:
             if sys.byteorder == "little":
                 import rclpy.impl.implementation_singleton  # noqa: F401 - maps librcl into the process
 
-                rcl_path = _loaded_library("librcl.so") or ctypes.util.find_library("rcl")
-                rcutils_path = _loaded_library("librcutils.so") or ctypes.util.find_library("rcutils")
+                rcl_path = loaded_library("librcl.so") or ctypes.util.find_library("rcl")
+                rcutils_path = loaded_library("librcutils.so") or ctypes.util.find_library("rcutils")
                 try:
                     publish = ctypes.CDLL(rcl_path).rcl_publish_serialized_message
                     reset_error = ctypes.CDLL(rcutils_path).rcutils_reset_error
                 except (OSError, AttributeError, TypeError):
                     publish = reset_error = None
                 if publish is not None:
-                    publish.argtypes = [ctypes.c_void_p, ctypes.POINTER(_SerializedMessage), ctypes.c_void_p]
+                    publish.argtypes = [ctypes.c_void_p, ctypes.POINTER(SerializedMessage), ctypes.c_void_p]
                     publish.restype = ctypes.c_int
                     reset_error.argtypes, reset_error.restype = [], None
                     functions = (publish, reset_error)
@@ -181,7 +183,7 @@ class ImagePublisher:
             self.publisher.publish(msg)
             return
         data = serialize_image(msg)
-        serialized = _SerializedMessage(data.ctypes.data, data.size, data.size, _RcutilsAllocator())
+        serialized = SerializedMessage(data.ctypes.data, data.size, data.size, RcutilsAllocator())
         publish, reset_error = self._functions
         with self.publisher.handle:  # keeps the rcl publisher alive during the call
             ret = publish(self.publisher.handle.pointer, ctypes.byref(serialized), None)

@@ -19,7 +19,7 @@ import ctypes
 import threading
 from typing import Any
 
-from panoptic_depthlab_ros.image_publisher import _loaded_library, _RcutilsAllocator, _SerializedMessage
+from panoptic_depthlab_ros.image_publisher import RcutilsAllocator, SerializedMessage, loaded_library
 
 # The rmw rclpy uses: the dispatching one in a ROS install, else the one the wheels link directly.
 _RMW_LIBRARIES = ("librmw_implementation.so", "librmw_fastrtps_cpp.so", "librmw_cyclonedds_cpp.so")
@@ -44,8 +44,8 @@ class RmwZeroSerializer:
         from std_msgs.msg import Empty
 
         serialize_message(Empty())  # maps the rmw into the process
-        rmw_path = next((p for p in map(_loaded_library, _RMW_LIBRARIES) if p), None)
-        rcutils_path = _loaded_library("librcutils.so")
+        rmw_path = next((p for p in map(loaded_library, _RMW_LIBRARIES) if p), None)
+        rcutils_path = loaded_library("librcutils.so")
         if rmw_path is None or rcutils_path is None:
             return None
         try:
@@ -55,10 +55,10 @@ class RmwZeroSerializer:
             fini = rcutils.rcutils_uint8_array_fini
         except (OSError, AttributeError):
             return None
-        rmw_serialize.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.POINTER(_SerializedMessage)]
+        rmw_serialize.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.POINTER(SerializedMessage)]
         rmw_serialize.restype = ctypes.c_int
-        default_allocator.argtypes, default_allocator.restype = [], _RcutilsAllocator
-        fini.argtypes, fini.restype = [ctypes.POINTER(_SerializedMessage)], ctypes.c_int
+        default_allocator.argtypes, default_allocator.restype = [], RcutilsAllocator
+        fini.argtypes, fini.restype = [ctypes.POINTER(SerializedMessage)], ctypes.c_int
         return rmw_serialize, default_allocator, fini
 
     def available(self) -> bool:
@@ -90,7 +90,7 @@ class RmwZeroSerializer:
         try:
             if not convert(msg, c_msg):
                 raise ValueError(f"cannot convert {type(msg).__name__} to its C message")
-            serialized = _SerializedMessage(None, 0, 0, default_allocator())
+            serialized = SerializedMessage(None, 0, 0, default_allocator())
             try:
                 if rmw_serialize(c_msg, type_support, ctypes.byref(serialized)) != 0:
                     raise RuntimeError(f"rmw_serialize failed for {type(msg).__name__}")
