@@ -1,13 +1,14 @@
 """bag-eval-fleet throughput: frames/s over several bags with 1 and 2 local workers, written as JSON.
 
-Usage: python benchmarks/fleet.py [--bags 4] [--frames 30] [--size 256x512] [--workers 1 2]
+Usage: python benchmarks/fleet.py [--bags 4] [--frames 30] [--size 256x512] [--settings 1x2 1x1 2x1]
                                   [--backend auto] [--ray] [--out benchmarks/results/fleet_<machine>.json]
 
 Synthetic drives (with GT, so every bag is scored too) go through ``bag-eval-fleet`` exactly as a user
-runs it: spawned worker processes, the shipped default model, each worker's model threads = cores /
-workers. Per setting it reports the fleet's wall-clock rate (worker start and model load included),
+runs it: spawned worker processes, the shipped default model. A setting WxT is W workers with T model
+threads each (default: one worker with every core, one worker with one thread, one worker per core
+with one thread). Per setting it reports the fleet's wall-clock rate (worker start and model load included),
 the rate while bags run (frames over the busiest worker's summed bag time) and each bag's own rate.
-``--ray`` adds the same runs as tasks on a local Ray (loopback only, one CPU per task).
+``--ray`` adds 1 and W tasks at a time on a local Ray (loopback only, one CPU and thread per task).
 
 The load average is recorded before and after every run: on a shared machine the numbers are bounded
 by the cores other processes leave, which the load average shows.
@@ -43,12 +44,13 @@ def machine_tag() -> str:
     return f"cpu{cores}" + ("-" + "-".join(words) if words else "")
 
 
-def run_setting(bags: Path, out_dir: Path, workers: int, args: argparse.Namespace, ray_address: str | None) -> dict:
+def run_setting(bags: Path, out_dir: Path, workers: int, threads: int, args: argparse.Namespace,
+                ray_address: str | None) -> dict:
     from panoptic_depthlab_ros.bags import fleet
 
     parser = argparse.ArgumentParser()
     fleet.add_arguments(parser)
-    argv = [str(bags), "--out-dir", str(out_dir), "--backend", args.backend]
+    argv = [str(bags), "--out-dir", str(out_dir), "--backend", args.backend, "--threads-per-worker", str(threads)]
     argv += ["--input-size", args.input_size] if args.input_size else []
     if ray_address:
         argv += ["--ray", ray_address, "--workers", str(workers), "--cpus-per-bag", "1"]
@@ -67,7 +69,7 @@ def run_setting(bags: Path, out_dir: Path, workers: int, args: argparse.Namespac
     return {
         "executor": "ray" if ray_address else "local",
         "workers": workers,
-        "threads_per_worker": report.get("threads_per_worker", 1),
+        "threads_per_worker": threads,
         "bags": len(rows),
         "failed": report["overall"]["failed"],
         "frames": frames,
@@ -90,7 +92,13 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=30, help="frames per bag")
     parser.add_argument("--size", default="256x512", help="image HxW of the synthetic drives")
     parser.add_argument("--input-size", default=None, help="network input HxW (default: the model's)")
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    parser.add_argument(
+        "--settings",
+        nargs="+",
+        default=[f"1x{cores}", "1x1", f"{cores}x1"],
+        help="WORKERSxTHREADS per run (default: 1xCORES 1x1 CORESx1)",
+    )
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--ray", action="store_true", help="also run on a local Ray (127.0.0.1 only)")
     parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/fleet_<machine>.json)")
@@ -104,20 +112,21 @@ def main() -> int:
         bags = Path(tmp) / "bags"
         for i in range(args.bags):
             write_synth_bag(bags / f"drive{i}", frames=args.frames, size=parse_size(args.size), seed=i)
-        for workers in args.workers:
-            runs.append(run_setting(bags, Path(tmp) / f"local_{workers}", workers, args, None))
+        settings = [tuple(int(x) for x in s.lower().split("x")) for s in args.settings]
+        for workers, threads in settings:
+            runs.append(run_setting(bags, Path(tmp) / f"local_{workers}x{threads}", workers, threads, args, None))
             print(json.dumps(runs[-1]), file=sys.stderr)
         if args.ray:
             os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
             os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # loopback node address (see docs/fleet.md)
             import ray
 
-            cpus = max(args.workers)
+            cpus = max(w for w, _ in settings)
             context = ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1",
                                num_cpus=cpus, num_gpus=0, log_to_driver=False, configure_logging=False)  # fmt: skip
             try:
-                for workers in args.workers:
-                    runs.append(run_setting(bags, Path(tmp) / f"ray_{workers}", workers, args,
+                for workers in sorted({1, cpus}):
+                    runs.append(run_setting(bags, Path(tmp) / f"ray_{workers}", workers, 1, args,
                                             context.address_info["gcs_address"]))  # fmt: skip
                     print(json.dumps(runs[-1]), file=sys.stderr)
             finally:
