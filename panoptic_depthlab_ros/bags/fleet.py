@@ -433,7 +433,11 @@ def build_processor(params: Any, threads: int = 0) -> Any:
     workers share the cores, and both torch and ONNX Runtime would otherwise each take them all."""
     if threads <= 0:
         return bag_eval.make_processor(params)
-    from panoptic_depthlab_ros.processing import FrameProcessor, message_options  # ROS message packages
+    from panoptic_depthlab_ros.processing import (  # ROS message packages
+        FrameProcessor,
+        make_distance_tracking,
+        message_options,
+    )
 
     torch.set_num_threads(threads)  # the post-processing runs in torch too
     cv2.setNumThreads(threads)  # image decoding and resizing
@@ -451,6 +455,7 @@ def build_processor(params: Any, threads: int = 0) -> Any:
         message_options(params),
         prefer_rectified=params.prefer_rectified,
         max_pixels=params.max_input_pixels,
+        tracking=make_distance_tracking(params),  # as bag_eval.make_processor: the node's tracker
     )
 
 
