@@ -48,8 +48,11 @@ class ConstantVelocityKalman3D:
         self.pp, self.pv = pp, pv
         self.time_s = float(time_s)
 
-    def update(self, measured: np.ndarray, measured_std: np.ndarray) -> None:
-        """Fuse one position measurement taken at the current state time."""
+    def update(self, measured: np.ndarray, measured_std: np.ndarray, keep_velocity: bool = False) -> None:
+        """Fuse one position measurement taken at the current state time. ``keep_velocity``: the
+        position is corrected but the velocity and its variance are left as predicted (a measurement
+        whose apparent motion is not the object's, e.g. a thing sliding out of the image)."""
+        v, vv = self.v, self.vv
         r = np.asarray(measured_std, dtype=np.float64) ** 2
         s = self.pp + r
         kp = self.pp / s
@@ -61,6 +64,9 @@ class ConstantVelocityKalman3D:
         self.pp = (1.0 - kp) * pp
         self.pv = (1.0 - kp) * pv
         self.vv = vv - kv * pv
+        if keep_velocity:
+            self.v, self.vv = v, vv
+            return
         self.updates += 1
         self.last_update_s = self.time_s
 

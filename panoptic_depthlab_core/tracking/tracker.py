@@ -254,13 +254,16 @@ class Tracker:
         was upsampled (``result.upsampling``), else on ``result.panoptic_ids``; 3D positions are the
         segments' ``position_xyz_m`` unless ``positions`` (one per segment) is given."""
         id_map = result.upsampling.panoptic_ids if result.upsampling is not None else result.panoptic_ids
-        return self.update_segments(result.segments, stamp, frame_id, id_map, positions)
+        return self.update_segments(result.segments, stamp, frame_id, id_map, positions, image_hw=result.size_hw)
 
     def update_segments(self, segments: Sequence[Segment], stamp: float | int, frame_id: str = "",
                         id_map: np.ndarray | None = None,
-                        positions: Sequence[tuple[float, float, float] | None] | None = None) -> TrackingResult:
+                        positions: Sequence[tuple[float, float, float] | None] | None = None,
+                        image_hw: tuple[int, int] | None = None) -> TrackingResult:
         """Track one frame given its segments (boxes in input pixels), optionally its id map (any
-        resolution; enables mask overlaps) and 3D positions (camera frame, metres; None = unknown)."""
+        resolution; enables mask overlaps), 3D positions (camera frame, metres; None = unknown) and
+        the image size (things cut by its left/right/bottom border do not move the velocity
+        estimate: the visible part's position drifts as the object leaves the image)."""
         cfg = self.cfg
         now = stamp_to_ns(stamp)
         frame_id = str(frame_id)
@@ -281,6 +284,11 @@ class Tracker:
             p = positions[i] if positions is not None else segments[i].position_xyz_m
             if p is not None and all(math.isfinite(v) for v in p):
                 det_pos[j] = p
+        truncated = np.zeros(len(det_index), dtype=bool)
+        if image_hw is not None and len(det_index):
+            m = cfg.border_margin_px
+            truncated = ((det_boxes[:, 0] <= m) | (det_boxes[:, 2] >= image_hw[1] - m)
+                         | (det_boxes[:, 3] >= image_hw[0] - m))
 
         if not repeated:
             for track in self._tracks:
@@ -300,7 +308,7 @@ class Tracker:
             if not repeated:
                 track.hits += 1
                 track.misses = 0
-                self._measure(track, det_pos[j], t_s)
+                self._measure(track, det_pos[j], t_s, bool(truncated[j]))
                 if track.hits >= cfg.min_hits:
                     track.confirmed = True
         if not repeated:
@@ -321,7 +329,7 @@ class Tracker:
             track = _Track(self._next_track_id, class_id, instance, now, det_boxes[j])
             self._next_track_id += 1
             track.confirmed = cfg.min_hits <= 1
-            self._measure(track, det_pos[j], t_s)
+            self._measure(track, det_pos[j], t_s, bool(truncated[j]))
             self._tracks.append(track)
             matched_tracks.add(id(track))
             det_track[j] = track
@@ -440,15 +448,15 @@ class Tracker:
                                                      cfg.range_noise_relative])
         return np.where(np.isfinite(std), std, 1.0)
 
-    def _measure(self, track: _Track, position: np.ndarray, t_s: float) -> None:
+    def _measure(self, track: _Track, position: np.ndarray, t_s: float, truncated: bool = False) -> None:
         if not np.all(np.isfinite(position)):
             return
         cfg = self.cfg
         std = self._measurement_std(position[None, :])[0]
         if track.kf is None:
             track.kf = ConstantVelocityKalman3D(position, std, t_s, cfg.accel_noise_mps2)
-        else:
-            track.kf.update(position, std)
+        else:  # a thing cut by the image border: its position counts, its apparent motion does not
+            track.kf.update(position, std, keep_velocity=truncated)
 
     def _state(self, track: _Track, now: int) -> TrackState:
         cfg = self.cfg

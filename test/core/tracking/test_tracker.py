@@ -251,3 +251,16 @@ def test_config_from_yaml_and_validation(tmp_path) -> None:
         TrackerConfig(max_coast_s=0.0)
     with pytest.raises(ConfigError, match="min_overlap"):
         TrackerConfig(min_overlap=1.5)
+
+
+def test_a_thing_leaving_the_image_keeps_its_velocity() -> None:
+    tracker = Tracker()
+    for k in range(10):  # closing at 5 m/s, fully in view
+        seg = Segment(**{**_car(1, 300.0 - 10 * k).__dict__, "position_xyz_m": (-2.0, 1.0, 20.0 - 0.5 * k)})
+        state = tracker.update_segments([seg], 0.1 * k, "cam", image_hw=(480, 640)).tracks[0]
+    assert state.velocity_xyz_mps[2] == pytest.approx(-5.0, abs=0.3)
+    for k in range(10, 16):  # cut by the left border: the visible part's depth stops changing
+        seg = Segment(**{**_car(1, 0.0, w=40.0 - 5 * (k - 10)).__dict__, "position_xyz_m": (-2.0, 1.0, 15.0)})
+        state = tracker.update_segments([seg], 0.1 * k, "cam", image_hw=(480, 640)).tracks[0]
+    assert state.track_id == 1
+    assert state.velocity_xyz_mps[2] == pytest.approx(-5.0, abs=0.3)  # not dragged towards 0
