@@ -569,7 +569,9 @@ def write_report(
         "- `outputs.mcap`: everything the node published (open in Foxglove, or `ros2 bag play "
         "demo_out/outputs.mcap` and RViz2 with `config/panoptic_depthlab.rviz`)",
         "- `drive/`: the input bag; `offline/`: bag-eval's output bag (every frame)",
-        "- `metrics/`: metrics.json, metrics.md, per_frame.json; `node.log`: the node's log",
+        "- `metrics/`: metrics.json, metrics.md (tracking included), per_frame.json; `node.log`: the node's log",
+        "- `tracks.png`: per-track distance and closing speed over time; `camera_mount.yaml`: the drive camera's "
+        "height and pitch given to bag-eval and the node",
         "",
         "## Timings",
         "",

@@ -187,3 +187,24 @@ def test_packaged_msg_defs_equal_the_interface_package_and_rclpy():
     assert (got.distance, got.velocity.z, got.time_to_collision, got.age) == pytest.approx((12.5, -3.0, 4.2, 1.5))
     assert msg.header.frame_id == "cam" and msg.header.stamp.nanosec == 7
     assert got.DISTANCE_SOURCE_FUSED == 2
+
+
+def test_persistent_depth_ground_disagreement_is_a_health_warning():
+    """A decoder that reads every car at twice its ground distance, frame after frame: /diagnostics
+    WARNs with the depth-decoder health message, and the log says it once."""
+    from diagnostic_msgs.msg import DiagnosticStatus
+
+    from panoptic_depthlab_ros.diagnostics import FrameStats, node_status
+
+    logged: list[tuple[str, str]] = []
+    tracking = DistanceAndTracking(NodeParams(camera_height_m=1.0), depth_trained=True,
+                                   log=lambda level, text: logged.append((level, text)))
+    for i in range(25):  # 20 samples are needed
+        tracking.process(_frame(z=20.0), _header(1_000_000_000 + i * 100_000_000))
+    values = tracking.values()
+    assert values["depth_decoder_health"].startswith("depth decoder disagrees with the ground plane")
+    warnings = tracking.warnings()
+    assert warnings and warnings[0].startswith("depth decoder health: depth decoder disagrees")
+    status = node_status("n: panoptic_depthlab", "cpu", "active", FrameStats().snapshot(), values, warnings)
+    assert status.level == DiagnosticStatus.WARN and "depth decoder health" in status.message
+    assert [level for level, text in logged if "disagrees" in text] == ["warning"]
