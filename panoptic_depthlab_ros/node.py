@@ -526,7 +526,8 @@ class PanopticDepthLabNode(LifecycleNode):
         warnings = []
         if tracking is not None:
             values.update(tracking.values())
-            warnings = tracking.warnings()
+            # without use_camera_info no 3D output is wanted: frames without K are no warning then
+            warnings = [w for w in tracking.warnings() if params.use_camera_info or "CameraInfo" not in w]
         status = node_status(
             f"{self.get_fully_qualified_name()}: panoptic_depthlab", params.device, self._state_label, snap, values,
             warnings,
