@@ -28,7 +28,7 @@ pytestmark = pytest.mark.ros
 ROOT = Path(__file__).resolve().parents[2]
 SMALL_CONFIG = ROOT / "config" / "models" / "panoptic_depthlab_small.yaml"
 SIZE = (64, 128)
-INPUT_TOPICS = ["/camera/image_raw", "/camera/camera_info", "/gt/depth", "/gt/panoptic"]
+INPUT_TOPICS = ["/camera/image_raw", "/camera/camera_info", "/gt/depth", "/gt/panoptic", "/gt/tracks"]
 
 
 def raw_messages(bag: Path) -> dict[str, list[bytes]]:
