@@ -282,7 +282,7 @@ def tracked_segment_array(
 
 
 def _marker_text(seg: Segment, track: TrackState | None, det_id: str) -> str:
-    """"car 12.3 m", with a track "car #12 TTC 2.5 s" above "ground 12.3 m" (source unless depth)."""
+    """Marker text: car 12.3 m; with a track, car #12 TTC 2.5 s above ground 12.3 m (source unless depth)."""
     distance = f"{seg.distance_m:.1f} m"
     if seg.distance_source != "depth":
         distance = f"{seg.distance_source} {distance}"
