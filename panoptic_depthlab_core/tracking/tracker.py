@@ -254,7 +254,10 @@ class Tracker:
         was upsampled (``result.upsampling``), else on ``result.panoptic_ids``; 3D positions are the
         segments' ``position_xyz_m`` unless ``positions`` (one per segment) is given."""
         id_map = result.upsampling.panoptic_ids if result.upsampling is not None else result.panoptic_ids
-        return self.update_segments(result.segments, stamp, frame_id, id_map, positions, image_hw=result.size_hw)
+        has_size = result.upsampling is not None or any(
+            m is not None for m in (result.panoptic_ids, result.semantic, result.depth_m))
+        return self.update_segments(result.segments, stamp, frame_id, id_map, positions,
+                                    image_hw=result.size_hw if has_size else None)
 
     def update_segments(self, segments: Sequence[Segment], stamp: float | int, frame_id: str = "",
                         id_map: np.ndarray | None = None,
