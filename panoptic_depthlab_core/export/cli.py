@@ -30,10 +30,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--calib-data", default=None,
         help="int8: synthetic[:SEED], a Cityscapes-layout folder, a folder of images or a rosbag2 bag",
     )  # fmt: skip
-    p.add_argument("--calib-images", type=int, default=64, help="int8: number of calibration images")
+    p.add_argument("--calib-images", type=int, default=32, help="int8: number of calibration images")
     p.add_argument("--calib-split", default="train", help="int8, Cityscapes-layout folder: the split")
     p.add_argument("--calib-topic", action="append", default=None, help="int8, bag: image topic (repeatable)")
-    p.add_argument("--calib-method", choices=["minmax", "entropy", "percentile"], default="minmax")
+    p.add_argument(
+        "--calib-method", choices=["minmax", "entropy", "percentile"], default="percentile",
+        help="int8 activation ranges (percentile: 99.99 %% of each histogram; docs/precision.md)",
+    )  # fmt: skip
     p.add_argument(
         "--int8-uint8-activations", action="store_true",
         help="int8: asymmetric uint8 activations (ONNX Runtime CPU only; TensorRT needs symmetric int8)",
