@@ -85,6 +85,10 @@ class GroundDistanceConfig:
     contact_quantile: float = 0.9  # of the column bottoms (0.5: median column; 1: lowest pixel)
     contact_band_px: float = 6.0  # columns ending within this of the contact row form the contact
     occluded_fraction: float = 0.4  # more contact columns than this ending on another thing/void/border: unreliable
+    # Column bottoms this close to the image's bottom edge (fraction of its height) count as cut by the
+    # border: predicted masks bleed a few rows down at the frame's edge, and a contact there reads metres
+    # too near while looking like a clean one.
+    border_margin_fraction: float = 0.02
     min_elevation_rad: float = 0.002  # contacts closer to the horizon than this have no distance
     max_distance_m: float = 150.0  # farther contacts are kept but unreliable
     depth_relative_std: float = 0.1  # the decoder's 1-sigma error (fraction of the distance), for fusion
@@ -101,6 +105,8 @@ class GroundDistanceConfig:
             raise ConfigError(f"contact_quantile must be in [0, 1], got {self.contact_quantile}")
         if not 0.0 <= self.occluded_fraction <= 1.0:
             raise ConfigError(f"occluded_fraction must be in [0, 1], got {self.occluded_fraction}")
+        if not 0.0 <= self.border_margin_fraction < 0.5:
+            raise ConfigError(f"border_margin_fraction must be in [0, 0.5), got {self.border_margin_fraction}")
         if not 0.0 <= self.sidewalk_height_m < 1.0:
             raise ConfigError(f"sidewalk_height_m must be in [0, 1) m, got {self.sidewalk_height_m}")
         for name in ("contact_band_px", "max_distance_m", "depth_relative_std", "contact_row_std_px"):
@@ -202,7 +208,7 @@ def ground_contacts(
     below[inside] = ids[r[inside] + 1, c[inside]]
     below_cls = np.where(below >= 0, np.minimum(below // div, thing_lut.size - 1), thing_lut.size - 1)
     hidden = (below == -1) | ((below >= 0) & thing_lut[below_cls] & (below % div != 0))
-    at_border = below == -2
+    at_border = (below == -2) | (r >= h - 1 - math.ceil(cfg.border_margin_fraction * h))
     on_sidewalk = (below >= 0) & (below_cls == cfg.sidewalk_train_id) & (below % div == 0)
     v_bottom, u_centre, _ = _input_coordinates(rows, cols, h, w)
     v = v_bottom[r]

@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 
+from panoptic_depthlab_core.config import ConfigError
 from panoptic_depthlab_core.data.synthetic import panoptic_from_instance_ids, render_frame
 from panoptic_depthlab_core.data.synthetic.camera import CameraParams
 from panoptic_depthlab_core.data.synthetic.render import render_scene
@@ -18,6 +19,7 @@ from panoptic_depthlab_core.ground_distance import (
     CameraMountError,
     DepthGroundAgreement,
     GroundContact,
+    GroundDistanceConfig,
     apply_ground_distance,
     depth_decoder_trained,
     ground_contacts,
@@ -196,3 +198,20 @@ def test_agreement_monitor_reports_persistent_disagreement() -> None:
         status = monitor.update({1: _contact(6.0, 10.0), 2: _contact(12.0, 20.0)})
     assert status.healthy is False and "disagrees" in status.message
     assert status.median_ratio == pytest.approx(0.6)
+
+
+def test_contact_a_few_rows_above_the_bottom_border_counts_as_cut() -> None:
+    """A predicted mask that bleeds to within a few rows of the frame's bottom edge is not a clean
+    contact (it would read metres too near): within border_margin_fraction of the height it is marked."""
+    K = np.array([[500.0, 0, 320], [0, 500.0, 240], [0, 0, 1]])
+    mount = CameraMount(1.5, 0.0)
+    ids = np.zeros((480, 640), np.int32)
+    ids[380:476, 100:200] = 13001  # ends 4 rows above the border: inside 2 % of 480 rows (10 rows)
+    ids[380:460, 300:400] = 13002  # ends 20 rows above it: a real contact
+    c = ground_contacts(ids, K, mount)
+    assert not c[13001].reliable and c[13001].reason == "image_border"
+    assert c[13002].reliable
+    loose = ground_contacts(ids, K, mount, GroundDistanceConfig(border_margin_fraction=0.0))
+    assert loose[13001].reliable
+    with pytest.raises(ConfigError, match="border_margin_fraction"):
+        GroundDistanceConfig(border_margin_fraction=0.6)
