@@ -18,8 +18,9 @@ from ..export.artefacts import ArtefactInfo
 
 @dataclass
 class BackendConfig:
-    # auto: onnxruntime for fp32 on a CPU when it is installed (2 cores, default model: network
-    # 62 -> 28 ms), else torch (on CUDA the all-GPU path); see resolve_backend_name
+    # auto: onnxruntime for fp32 on a CPU when it is installed (its fused CPU kernels run the network
+    # faster than torch's eager ops; measured in docs/performance.md), else torch (on CUDA the all-GPU
+    # path); see resolve_backend_name
     name: Literal["auto", "torch", "onnxruntime", "tensorrt"] = "torch"
     device: str = "cpu"  # "cpu", "cuda", "cuda:1"
     # torch: fp32/fp16/bf16 by autocast. onnxruntime/tensorrt: the precision of the ONNX file

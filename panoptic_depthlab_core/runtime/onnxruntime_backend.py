@@ -137,7 +137,8 @@ class OnnxRuntimeBackend:
         opts.log_severity_level = 3
         if self.device.type == "cpu":
             # ORT's idle threads otherwise spin after each run, taking the cores from the torch
-            # post-processing that follows (2 cores: post-processing 14 -> 6 ms)
+            # post-processing that follows, which then waits for them on a small CPU (measured in
+            # docs/performance.md)
             opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(onnx_path), opts, providers=providers)

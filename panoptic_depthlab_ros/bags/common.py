@@ -210,8 +210,9 @@ class CdrSerializer:
     padding zeroed, pixels copied once). Everything else is serialised by the rmw into a zeroed
     buffer (``zero_cdr.RmwZeroSerializer``), or, where that is not available or disagrees, by rclpy
     and then read back and serialised again by the rosbags typestore, which builds the message in a
-    zero-filled buffer (3-4x slower). Values and layout are rclpy's either way (the typestore has the
-    same definitions: rosbags' ROS 2 types + our vision_msgs .msg files); only padding changes.
+    zero-filled buffer (slower: every message is serialised twice, the second time in Python). Values
+    and layout are rclpy's either way (the typestore has the same definitions: rosbags' ROS 2 types +
+    our vision_msgs .msg files); only padding changes.
     The rmw path is checked once per message type against the rosbags path (same bytes) before use.
     """
 
