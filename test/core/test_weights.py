@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from panoptic_depthlab_core.ground_distance import depth_decoder_trained
 from panoptic_depthlab_core.model import ModelConfig, build_model
 from panoptic_depthlab_core.weights import (
     UnsafePickleError,
@@ -49,6 +50,11 @@ def test_convert_round_trip(tmp_path, variant, protocol, caplog):
     written = json.loads((tmp_path / "converted.safetensors.json").read_text())
     assert written["source_sha256"] == sidecar["source_sha256"]
     assert "no depth_head" in caplog.text
+    # the node reads this flag to use the ground-plane distance (issue 21): sidecar and metadata both say it
+    assert written["depth_decoder_trained"] is False and not depth_decoder_trained(out)
+    (tmp_path / "converted.safetensors.json").rename(tmp_path / "moved.json")
+    assert not depth_decoder_trained(out)  # the safetensors metadata alone
+    (tmp_path / "moved.json").rename(tmp_path / "converted.safetensors.json")
 
     model = build_model(ModelConfig(use_dsconv=variant == "dsconv"))
     load_model_weights(model, out)
