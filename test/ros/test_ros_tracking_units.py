@@ -208,3 +208,52 @@ def test_persistent_depth_ground_disagreement_is_a_health_warning():
     status = node_status("n: panoptic_depthlab", "cpu", "active", FrameStats().snapshot(), values, warnings)
     assert status.level == DiagnosticStatus.WARN and "depth decoder health" in status.message
     assert [level for level, text in logged if "disagrees" in text] == ["warning"]
+
+
+def test_frames_with_no_things_or_more_than_500_through_the_node_step():
+    """The node's per-frame step (distance source + tracker + messages) with 620 cars, then none,
+    then 620 again: every car keeps its track id and its value in the 16UC1 image, all values
+    distinct and inside the encoding; the empty frame publishes empty arrays, no crash."""
+    h, w = 400, 1280
+    k = np.array([[500.0, 0.0, 640.0], [0.0, 500.0, 200.0], [0.0, 0.0, 1.0]])
+
+    def crowded(n: int) -> FrameResult:
+        ids = np.full((h, w), 10 * 1000, np.int32)
+        ids[200:] = 0  # road below the horizon
+        segments = [Segment(id=0, class_id=0, class_name="road", is_thing=False, score=0.9, area=200 * w,
+                            bbox_xywh=(0.0, 200.0, float(w), 200.0), centroid_xy=(640.0, 300.0))]
+        for i in range(n):
+            row, col = divmod(i, 80)
+            y0, x0 = 208 + 16 * row, 16 * col
+            ids[y0:y0 + 8, x0:x0 + 8] = 13 * 1000 + i + 1
+            z = 500.0 / (y0 + 8 - 200)
+            segments.append(Segment(id=13001 + i, class_id=13, class_name="car", is_thing=True, score=0.9, area=64,
+                                    bbox_xywh=(float(x0), float(y0), 8.0, 8.0), centroid_xy=(x0 + 4.0, y0 + 4.0),
+                                    distance_m=z, position_xyz_m=((x0 + 4.0 - 640.0) / 500.0 * z, 1.0, z),
+                                    extent_xyz_m=(0.5, 0.5, 0.0)))
+        return FrameResult(ids, (ids // 1000).astype(np.uint8), np.full((h, w), 20.0, np.float32), segments, K=k)
+
+    tracking = DistanceAndTracking(NodeParams(camera_height_m=1.0, camera_pitch_rad=0.0, tracking_min_hits=1),
+                                   depth_trained=False)
+    t0 = 7 * 1_000_000_000
+    seen: dict[str, int] = {}
+    for step, n in enumerate((620, 0, 620)):
+        frame = tracking.process(crowded(n), _header(t0 + step * 100_000_000))
+        out = build_messages(frame.result, _header(t0 + step * 100_000_000), options=MessageOptions(),
+                             tracks=frame.tracks)
+        detections = out["detections"].detections
+        assert len(detections) == n and len(out["tracks"].segments) == n
+        if n == 0:
+            assert tracking.values()["tracks"] == "620"  # coasting, not lost
+            continue
+        ids = [d.id for d in detections]
+        assert len(set(ids)) == n and all(ids)
+        panoptic = np.frombuffer(bytes(out["panoptic"].data), np.uint16).reshape(h, w)
+        values = {entry.id: entry.panoptic_id for entry in out["tracks"].segments}
+        assert len(set(values.values())) == n and max(values.values()) < 14 * 1000
+        assert all((panoptic == v).sum() == 64 for v in list(values.values())[:50])
+        if step == 0:
+            seen = values
+    # the empty frame coasts the tracks (max_misses 3): the same cars come back with the same ids
+    assert values == seen
+    assert tracking.values()["tracker_resets"] == "0"
