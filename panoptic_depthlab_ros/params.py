@@ -150,8 +150,9 @@ _SPECS: dict[str, tuple[Any, str, Any]] = {
         None,
     ),
     "tracking_min_hits": (2, "Associated frames before a track is confirmed (births' hysteresis).", (1, 100)),
-    "tracking_max_misses": (5, "Missed frames a confirmed track coasts through before it is dropped.", (0, 1000)),
-    "tracking_max_coast_s": (1.0, "Longest time a confirmed track coasts without an association (s).", (0.01, 60.0)),
+    # the tracking defaults are TrackerConfig's, chosen on synthetic tuning drives (docs/tracking.md)
+    "tracking_max_misses": (3, "Missed frames a confirmed track coasts through before it is dropped.", (0, 1000)),
+    "tracking_max_coast_s": (0.5, "Longest time a confirmed track coasts without an association (s).", (0.01, 60.0)),
     "tracking_reset_gap_s": (
         2.0,
         "A gap between input stamps longer than this resets the tracker (s); stamps going back and a new "
@@ -159,7 +160,7 @@ _SPECS: dict[str, tuple[Any, str, Any]] = {
         (0.01, 3600.0),
     ),
     "tracking_min_overlap": (
-        0.1,
+        0.2,
         "Box/mask IoU with a track's prediction from which a segment may continue it.",
         (0.0, 1.0),
     ),
@@ -304,10 +305,10 @@ class NodeParams:
     camera_pitch_rad: float = 0.0
     tracking: bool = True
     tracking_min_hits: int = 2
-    tracking_max_misses: int = 5
-    tracking_max_coast_s: float = 1.0
+    tracking_max_misses: int = 3
+    tracking_max_coast_s: float = 0.5
     tracking_reset_gap_s: float = 2.0
-    tracking_min_overlap: float = 0.1
+    tracking_min_overlap: float = 0.2
     tracking_gate_3d_sigmas: float = 3.5
     tracking_match_across_classes: bool = False
     tracking_corridor_half_width_m: float = 1.5

@@ -257,3 +257,12 @@ def test_frames_with_no_things_or_more_than_500_through_the_node_step():
     # the empty frame coasts the tracks (max_misses 3): the same cars come back with the same ids
     assert values == seen
     assert tracking.values()["tracker_resets"] == "0"
+
+
+def test_node_tracking_defaults_are_the_tuned_tracker_defaults():
+    """The node and bag-eval run the tracker the held-out drives were scored with (docs/tracking.md):
+    NodeParams' tracking defaults give exactly TrackerConfig()."""
+    from panoptic_depthlab_core.tracking import TrackerConfig
+    from panoptic_depthlab_ros.distance_tracking import tracker_config
+
+    assert tracker_config(NodeParams()) == TrackerConfig()
