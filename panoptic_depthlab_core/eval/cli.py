@@ -10,11 +10,18 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
+from tqdm import tqdm
+
+from panoptic_depthlab_core.data.cityscapes import find_records, load_gt, read_image
+from panoptic_depthlab_core.eval.evaluator import Evaluator, markdown_report, write_report
 from panoptic_depthlab_core.eval.prediction_export import (
     DEPTH_FORMATS,
     PredictionExporter,
     resolve_depth_format,
 )
+from panoptic_depthlab_core.eval.sequence_eval import run_cli
+from panoptic_depthlab_core.predictor import Predictor
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,21 +58,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
-    from tqdm import tqdm
-
-    from panoptic_depthlab_core.data.cityscapes import find_records, load_gt, read_image
-    from panoptic_depthlab_core.eval.evaluator import Evaluator, markdown_report, write_report
-    from panoptic_depthlab_core.predictor import Predictor
-
     data = Path(args.data)
     if not data.is_dir():
         raise FileNotFoundError(f"data directory not found: {data}")
     if args.limit < 0:
         raise ValueError(f"--limit must be >= 0, got {args.limit}")
     if args.sequences:
-        from panoptic_depthlab_core.eval.sequence_eval import run_cli
-
         return run_cli(args)
     if args.weights is not None and not Path(args.weights).is_file():
         raise FileNotFoundError(f"weights file not found: {args.weights}")

@@ -31,9 +31,15 @@ from scipy.optimize import linear_sum_assignment
 
 from panoptic_depthlab_core.data.synthetic.drive import FrameMotion, SyntheticDrive, panoptic_from_instance_ids
 from panoptic_depthlab_core.eval.tracking_metrics import FrameMatchData, STQAccumulator, frame_overlaps, tracking_scores
-from panoptic_depthlab_core.ground_distance import CameraMount, GroundDistanceConfig, apply_ground_distance
+from panoptic_depthlab_core.ground_distance import (
+    CameraMount,
+    GroundDistanceConfig,
+    apply_ground_distance,
+    depth_decoder_trained,
+)
 from panoptic_depthlab_core.metadata import LABEL_DIVISOR, THING_TRAIN_IDS
-from panoptic_depthlab_core.tracking import Tracker, TrackerConfig, TrackState
+from panoptic_depthlab_core.predictor import DEFAULT_WEIGHTS, Predictor
+from panoptic_depthlab_core.tracking import Tracker, TrackerConfig, TrackState, load_tracker_config
 
 
 @dataclass
@@ -368,10 +374,6 @@ def sequence_markdown(summary: dict) -> str:
 
 def run_cli(args) -> int:
     """``panoptic-depthlab eval --sequences --data DIR``: a ``synth --sequence`` data set."""
-    from panoptic_depthlab_core.ground_distance import depth_decoder_trained
-    from panoptic_depthlab_core.predictor import DEFAULT_WEIGHTS, Predictor
-    from panoptic_depthlab_core.tracking import load_tracker_config
-
     predictor = Predictor.from_config(args.config, args.weights, device=args.device)
     weights = args.weights or (DEFAULT_WEIGHTS if args.config is None else None)
     trained = depth_decoder_trained(weights) if weights is not None else True

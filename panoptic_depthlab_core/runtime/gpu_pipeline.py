@@ -15,8 +15,10 @@ from __future__ import annotations
 import functools
 import logging
 
+import cv2
 import numpy as np
 import torch
+from torchvision.io import ImageReadMode, decode_jpeg
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +31,6 @@ def _probe_nvjpeg(device: str) -> tuple[bool, str]:
     if not torch.cuda.is_available():
         return False, "CUDA not available"
     try:
-        import cv2
-        from torchvision.io import ImageReadMode, decode_jpeg
-
         pattern = np.zeros((8, 8, 3), np.uint8)
         pattern[:4] = (200, 40, 40)
         pattern[4:] = (40, 40, 200)
@@ -73,8 +72,6 @@ def jpeg_decoder(device: torch.device | str) -> str:
 
 
 def _decode_on_cpu(buf: np.ndarray) -> torch.Tensor:
-    import cv2
-
     bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
     if bgr is None:
         raise ValueError("cannot decode image bytes (not a JPEG/PNG, or corrupt)")
@@ -88,8 +85,6 @@ def decode_image(data: bytes | np.ndarray, device: torch.device | str = "cpu") -
     if buf.ndim != 1 or buf.size < 4:
         raise ValueError(f"expected encoded image bytes, got an array of shape {buf.shape}")
     if buf[:2].tobytes() == JPEG_MAGIC and gpu_jpeg_available(device):
-        from torchvision.io import ImageReadMode, decode_jpeg
-
         raw = torch.from_numpy(buf.copy())  # torchvision wants a writable CPU byte tensor
         try:
             chw = decode_jpeg(raw, mode=ImageReadMode.RGB, device=device)

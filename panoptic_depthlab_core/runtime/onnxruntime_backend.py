@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..export.artefacts import check_precision
+from ..export.onnx_export import cached_onnx_for_model, check_onnx_file, default_cache_dir, onnx_input_shape
 from .backend import BackendConfig
 
 log = logging.getLogger(__name__)
@@ -60,8 +62,6 @@ def select_providers(
                 f"onnxruntime_tensorrt requested but onnxruntime has no TensorRT execution provider "
                 f"(available: {available}); install onnxruntime-gpu with TensorRT, or use backend tensorrt"
             )
-        from ..export.onnx_export import default_cache_dir
-
         cache = str(Path(engine_cache_dir or default_cache_dir() / "engines") / "ort_trt")
         trt_opts = {
             "device_id": device_id,
@@ -89,9 +89,6 @@ def select_providers(
 class OnnxRuntimeBackend:
     def __init__(self, model: torch.nn.Module | None, cfg: BackendConfig, input_hw: tuple[int, int]) -> None:
         import onnxruntime as ort
-
-        from ..export.artefacts import check_precision
-        from ..export.onnx_export import cached_onnx_for_model, check_onnx_file, onnx_input_shape
 
         self.device = torch.device(cfg.device)
         if self.device.type == "cuda" and not torch.cuda.is_available():

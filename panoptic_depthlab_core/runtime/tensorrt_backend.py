@@ -30,7 +30,12 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..export.artefacts import ArtefactInfo
+from ..export import engine_cache
+from ..export.artefacts import ArtefactInfo, check_precision
+from ..export.engine_cache import EngineCache, EngineCacheError, check_prebuilt, read_engine_bytes, sidecar_path_for
+from ..export.onnx_export import cached_onnx_for_model, check_onnx_file, default_cache_dir, onnx_input_shape
+from ..export.tensorrt_build import BuildOptions, build_engine
+from ..weights import file_sha256
 from .backend import BackendConfig
 
 if TYPE_CHECKING:
@@ -112,8 +117,6 @@ def _torch_dtype(dtype: Any) -> torch.dtype:
 
 
 def engine_cache_dir(cfg: BackendConfig) -> Path:
-    from ..export.onnx_export import default_cache_dir
-
     return Path(cfg.engine_cache_dir) if cfg.engine_cache_dir else default_cache_dir() / "engines"
 
 
@@ -129,10 +132,8 @@ def cuda_device(device: str) -> torch.device:
 
 def probe_environment(device_index: int) -> tuple[BuildEnvironment | None, str]:
     """(this machine's GPU and TensorRT, "") or (None, why they are missing)."""
-    from ..export.engine_cache import current_environment
-
-    try:
-        return current_environment(device_index), ""
+    try:  # through the module: tests replace current_environment there
+        return engine_cache.current_environment(device_index), ""
     except (TensorRTNotAvailable, RuntimeError) as exc:
         return None, str(exc)
 
@@ -174,12 +175,6 @@ def prepare_engine(
 
     ``env`` is this machine's GPU and TensorRT (probed on ``cfg.device`` when None; tests pass a
     fake one with ``build_fn``, the builder ``(onnx_path, engine_out_path) -> None``)."""
-    from ..export.artefacts import check_precision
-    from ..export.engine_cache import EngineCache, EngineCacheError, check_prebuilt, sidecar_path_for
-    from ..export.onnx_export import cached_onnx_for_model, check_onnx_file, onnx_input_shape
-    from ..export.tensorrt_build import BuildOptions, build_engine
-    from ..weights import file_sha256
-
     if cfg.precision not in ENGINE_PRECISIONS:
         raise ValueError(
             f"backend tensorrt runs precision fp32, fp16 or int8 (from the ONNX file), not {cfg.precision!r}"
@@ -279,8 +274,6 @@ def prepare_engine(
 
 class TensorRTBackend:
     def __init__(self, model: torch.nn.Module | None, cfg: BackendConfig, input_hw: tuple[int, int]) -> None:
-        from ..export.engine_cache import read_engine_bytes
-
         self.device = cuda_device(cfg.device)
         self.input_hw = (int(input_hw[0]), int(input_hw[1]))
         if torch.cuda.is_available():

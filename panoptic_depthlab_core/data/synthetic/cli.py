@@ -8,6 +8,8 @@ import time
 
 from panoptic_depthlab_core.config import parse_size
 
+from .writer import write_dataset
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="data set root (gets leftImg8bit/, gtFine/, ...)")
@@ -26,8 +28,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .writer import write_dataset
-
     start = time.perf_counter()
 
     def progress(done: int, total: int) -> None:

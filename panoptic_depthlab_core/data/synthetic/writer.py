@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import multiprocessing
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -82,6 +83,7 @@ def create_panoptic(root: str | Path, split: str) -> Path:
 
     Returns the JSON path. Its console chatter is swallowed; its errors are not.
     """
+    # imported here: ~0.2 s, and only this conversion needs it (not the renderer's worker processes)
     from cityscapesscripts.preparation.createPanopticImgs import convert2panoptic
 
     gt = Path(root) / "gtFine"
@@ -107,8 +109,6 @@ def _write_parallel(
     progress: Callable[[int, int], None] | None,
     workers: int,
 ) -> list[str]:
-    import multiprocessing
-
     jobs = [(str(out_dir), i, size, seed, split, city) for i in range(num)]
     stems = []
     with multiprocessing.get_context("spawn").Pool(workers) as pool:
