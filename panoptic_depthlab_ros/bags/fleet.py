@@ -685,6 +685,21 @@ def _ray_process_bag(job: BagJob) -> BagOutcome:
     return process_bag(job, _RayWorkerState.cache)
 
 
+def check_ray_address(address: str, timeout_s: float = 10.0) -> None:
+    """A HOST:PORT head must accept a connection: ``ray.init`` would otherwise wait minutes."""
+    if address == "auto" or "://" in address:
+        return
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"--ray {address!r}: expected 'auto', HOST:PORT or ray://HOST:PORT")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ValueError(
+            f"--ray {address}: cannot reach the Ray head there ({exc}); is `ray start --head` running?"
+        ) from exc
+
+
 def run_ray(jobs: list[BagJob], address: str, cpus_per_bag: float, gpus_per_bag: float,
             retries: int, max_in_flight: int | None = None, on_outcome: Any = None) -> list[BagOutcome]:
     """Evaluate ``jobs`` as Ray tasks on the cluster at ``address``; Ray re-runs a task whose worker
@@ -696,6 +711,7 @@ def run_ray(jobs: list[BagJob], address: str, cpus_per_bag: float, gpus_per_bag:
         raise ValueError("--ray needs Ray: pip install 'panoptic_depthlab[fleet]' (or ray)") from exc
 
     if not ray.is_initialized():
+        check_ray_address(address)
         ray.init(address=address, log_to_driver=False, configure_logging=False)
     task = ray.remote(_ray_process_bag).options(
         num_cpus=cpus_per_bag, num_gpus=gpus_per_bag, max_retries=retries, retry_exceptions=False

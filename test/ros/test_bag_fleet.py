@@ -466,3 +466,17 @@ def test_bag_export_image_ids_per_camera(tmp_path: Path) -> None:
     ]  # fmt: skip
     assert [a["depth_file"] is not None for a in doc["annotations"]] == [True, True, False, False]
     assert doc["info"]["frames_without_depth"] == 2 and doc["annotations"][1]["stamp_ns"] == 201
+
+
+def test_ray_address_unreachable_is_a_clear_error() -> None:
+    """``--ray HOST:PORT`` with nothing listening fails at once (ray.init would wait minutes)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # free once closed
+    with pytest.raises(ValueError, match="cannot reach the Ray head"):
+        fleet.check_ray_address(f"127.0.0.1:{port}", timeout_s=2)
+    with pytest.raises(ValueError, match="HOST:PORT"):
+        fleet.check_ray_address("no-port")
+    fleet.check_ray_address("auto")  # resolved by Ray itself
