@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -28,29 +27,13 @@ import cv2
 import numpy as np
 import torch
 
+from panoptic_depthlab_core.bench import machine_info, machine_slug
 from panoptic_depthlab_core.data.synthetic import SyntheticDrive
 from panoptic_depthlab_core.ground_distance import CameraMount, apply_ground_distance
 from panoptic_depthlab_core.predictor import Predictor
 from panoptic_depthlab_core.tracking import Tracker, TrackerConfig
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def machine_label() -> str:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    name = cpu_model().lower()
-    vendor = "amd-epyc" if "epyc" in name else "intel-xeon" if "xeon" in name else name.split()[0] if name else "cpu"
-    return f"cpu{cores}-{vendor}"
 
 
 def stats(ms: list[float]) -> dict:
@@ -69,6 +52,7 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     load_start = os.getloadavg()
+    machine = machine_info("cpu")
 
     drive = SyntheticDrive(args.seed, args.frames, (540, 960), fps=10.0)
     mount = CameraMount(drive.camera.height_m, drive.camera.pitch)
@@ -103,8 +87,7 @@ def main() -> int:
     report = {
         "benchmark": "tracking per frame at 1920x1080 (network map "
                      f"{up.panoptic_ids.shape[1]}x{up.panoptic_ids.shape[0]})" if up is not None else "tracking",
-        "machine": {"cpu": cpu_model(), "cpu_cores_usable": len(os.sched_getaffinity(0)),
-                    "python": platform.python_version(), "numpy": np.__version__},
+        "machine": {**machine, "numpy": np.__version__},
         "load_average_at_start": load_start,
         "load_average_at_end": os.getloadavg(),
         "frames": args.frames,
@@ -118,7 +101,7 @@ def main() -> int:
         "target": "tracking < 2 ms per frame at 1080p (issue 21): tracker + remap median",
     }
     report["target_met"] = report["tracker_plus_remap_median_ms"] < 2.0
-    out = Path(args.out) if args.out else RESULTS / f"tracking_{machine_label()}.json"
+    out = Path(args.out) if args.out else RESULTS / f"tracking_{machine_slug(machine)}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps({k: report[k] for k in ("tracker", "remap", "ground_distance", "things_per_frame",
