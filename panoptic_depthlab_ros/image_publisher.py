@@ -1,9 +1,9 @@
 """Publishing large sensor_msgs/Image messages without holding Python's GIL.
 
 rclpy's ``Publisher.publish`` holds the GIL for the whole call: converting the message, serialising
-it and Fast DDS copying it out — ~3-4 ms per 1080p image here. The node publishes four such images
+it and Fast DDS copying it out, milliseconds per 1080p image. The node publishes four such images
 per frame from a helper thread while its worker computes the per-segment statistics, so those
-statistics waited on the GIL (16 -> ~30 ms in the node). Here the message is serialised (CDR, the
+statistics waited on the GIL (measured in docs/performance.md). Here the message is serialised (CDR, the
 bytes of ``rclpy.serialization.serialize_message`` with the alignment padding zeroed) into one
 buffer and handed to ``rcl_publish_serialized_message`` through ctypes, which releases the GIL
 during foreign calls.
