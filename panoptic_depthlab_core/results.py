@@ -11,6 +11,20 @@ from dataclasses import dataclass, field
 import numpy as np
 
 
+def json_safe(value):
+    """A field value for JSON: non-finite floats -> None (JSON has no NaN/inf), tuples -> lists."""
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if isinstance(value, tuple):
+        return [json_safe(x) for x in value]
+    return value
+
+
+def json_safe_dict(obj) -> dict:
+    """A dataclass instance's fields as a JSON-safe dict (``json_safe`` per value)."""
+    return {k: json_safe(v) for k, v in obj.__dict__.items()}
+
+
 @dataclass
 class Segment:
     """One panoptic segment (a thing instance or a stuff region) with its distance."""
@@ -40,14 +54,7 @@ class Segment:
     distance_reliable: bool = True
 
     def to_dict(self) -> dict:
-        def clean(v):
-            if isinstance(v, float) and not np.isfinite(v):
-                return None
-            if isinstance(v, tuple):
-                return [clean(x) for x in v]
-            return v
-
-        return {k: clean(v) for k, v in self.__dict__.items()}
+        return json_safe_dict(self)
 
 
 @dataclass

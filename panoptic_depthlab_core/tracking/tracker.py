@@ -31,7 +31,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from panoptic_depthlab_core.metadata import NUM_CLASSES
-from panoptic_depthlab_core.results import FrameResult, NearestUpsampling, Segment
+from panoptic_depthlab_core.results import FrameResult, NearestUpsampling, Segment, json_safe_dict
 
 from .config import TrackerConfig
 from .kalman import ConstantVelocityKalman3D
@@ -79,14 +79,7 @@ class TrackState:
     ttc_s: float | None  # in the path: z / closing speed, inf when not closing; None otherwise
 
     def to_dict(self) -> dict:
-        def clean(v):
-            if isinstance(v, float) and not math.isfinite(v):
-                return None
-            if isinstance(v, tuple):
-                return [clean(x) for x in v]
-            return v
-
-        return {k: clean(v) for k, v in self.__dict__.items()}
+        return json_safe_dict(self)
 
 
 @dataclass

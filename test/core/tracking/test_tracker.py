@@ -264,3 +264,17 @@ def test_a_thing_leaving_the_image_keeps_its_velocity() -> None:
         state = tracker.update_segments([seg], 0.1 * k, "cam", image_hw=(480, 640)).tracks[0]
     assert state.track_id == 1
     assert state.velocity_xyz_mps[2] == pytest.approx(-5.0, abs=0.3)  # not dragged towards 0
+
+
+def test_track_state_to_dict_is_strict_json() -> None:
+    """A track in the path that does not close in has TTC inf: to_dict gives None there (JSON has no inf)."""
+    import json
+
+    tracker = Tracker()
+    for k in range(6):
+        seg = Segment(**{**_car(1, 300.0).__dict__, "position_xyz_m": (0.2, 1.0, 20.0)})
+        state = tracker.update_segments([seg], 0.1 * k, "cam").tracks[0]
+    assert state.in_path and state.ttc_s == math.inf
+    data = json.loads(json.dumps(state.to_dict(), allow_nan=False))
+    assert data["ttc_s"] is None and data["track_id"] == state.track_id
+    assert data["velocity_xyz_mps"] == pytest.approx(list(state.velocity_xyz_mps))
