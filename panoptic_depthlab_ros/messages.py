@@ -13,6 +13,7 @@ void; depth 32FC1 metres along z (REP 118) with NaN invalid and optionally +Inf 
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, Future
@@ -24,6 +25,7 @@ import numpy as np
 from panoptic_depthlab_core.metadata import CLASS_NAMES, PALETTE, SKY_TRAIN_ID
 from panoptic_depthlab_core.results import FrameResult, Segment
 from panoptic_depthlab_core.tracking import TrackState
+from panoptic_depthlab_core.viz import VizConfig, overlay_distance
 from panoptic_depthlab_ros.image_conversion import numpy_to_image_msg
 
 PANOPTIC_VOID = 65535
@@ -138,8 +140,6 @@ def depth_for_output(result: FrameResult, sky_inf: bool) -> np.ndarray:
 
 def viz_config(options: MessageOptions) -> Any:
     """The overlay's colour range from the options (viz.VizConfig)."""
-    from panoptic_depthlab_core.viz import VizConfig
-
     return VizConfig(near_m=options.viz_min_distance_m, far_m=options.viz_max_distance_m)
 
 
@@ -148,21 +148,14 @@ def viz_config(options: MessageOptions) -> Any:
 
 def detection_segments(result: FrameResult, options: MessageOptions) -> list[Segment]:
     """Segments that become detections/markers: things (stuff on request) above the score floor."""
-    chosen = []
-    for seg in result.segments:
-        if not seg.is_thing and not options.include_stuff_detections:
-            continue
-        if options.min_detection_score > 0 and not (seg.score >= options.min_detection_score):
-            continue
-        chosen.append(seg)
-    return chosen
+    return [seg for seg, _ in detection_items(result, options)]
 
 
 def detection_items(
     result: FrameResult, options: MessageOptions, tracks: list[TrackState | None] | None = None
 ) -> list[tuple[Segment, TrackState | None]]:
-    """``detection_segments`` with each segment's track (``tracks`` aligned with ``result.segments``;
-    None = tracking off)."""
+    """The segments that become detections/markers (things, stuff on request, above the score floor)
+    with each segment's track (``tracks`` aligned with ``result.segments``; None = tracking off)."""
     aligned = tracks if tracks is not None else [None] * len(result.segments)
     if len(aligned) != len(result.segments):
         raise ValueError(f"tracks must align with the segments: {len(aligned)} vs {len(result.segments)}")
@@ -318,7 +311,19 @@ def marker_array(
     clear.ns = options.marker_namespace
     clear.action = Marker.DELETEALL
     msg.markers.append(clear)
-    next_id = 0
+    marker_ids = itertools.count()
+
+    def new_marker(marker_type: int) -> Any:
+        """An ADD marker of this frame: header, namespace, the next id, identity orientation."""
+        marker = Marker()
+        marker.header = header
+        marker.ns = options.marker_namespace
+        marker.id = next(marker_ids)
+        marker.type = marker_type
+        marker.action = Marker.ADD
+        marker.pose.orientation.w = 1.0
+        return marker
+
     for seg, track, det_id in zip(segments, tracks, ids, strict=True):
         if seg.position_xyz_m is None or not math.isfinite(seg.distance_m):
             continue
@@ -326,16 +331,9 @@ def marker_array(
         ex, ey, ez = seg.extent_xyz_m or (0.0, 0.0, 0.0)
         colour = PALETTE[seg.class_id] / 255.0 if 0 <= seg.class_id < len(PALETTE) else (1.0, 1.0, 1.0)
 
-        text = Marker()
-        text.header = header
-        text.ns = options.marker_namespace
-        text.id = next_id
-        next_id += 1
-        text.type = Marker.TEXT_VIEW_FACING
-        text.action = Marker.ADD
+        text = new_marker(Marker.TEXT_VIEW_FACING)
         text.pose.position.x, text.pose.position.y = x, y - ey / 2.0 - options.marker_text_size_m  # y is down
         text.pose.position.z = z
-        text.pose.orientation.w = 1.0
         text.scale.z = options.marker_text_size_m
         text.color.r = text.color.g = text.color.b = text.color.a = 1.0
         text.text = _marker_text(seg, track, det_id)
@@ -343,14 +341,7 @@ def marker_array(
 
         velocity = track.velocity_xyz_mps if track is not None else None
         if velocity is not None:
-            arrow = Marker()
-            arrow.header = header
-            arrow.ns = options.marker_namespace
-            arrow.id = next_id
-            next_id += 1
-            arrow.type = Marker.ARROW
-            arrow.action = Marker.ADD
-            arrow.pose.orientation.w = 1.0
+            arrow = new_marker(Marker.ARROW)
             arrow.points = [Point(x=float(x), y=float(y), z=float(z)),
                             Point(x=float(x + velocity[0]), y=float(y + velocity[1]), z=float(z + velocity[2]))]
             arrow.scale.x, arrow.scale.y, arrow.scale.z = 0.15, 0.35, 0.35  # shaft, head diameter, head length
@@ -360,15 +351,8 @@ def marker_array(
             msg.markers.append(arrow)
 
         if options.marker_boxes:
-            box = Marker()
-            box.header = header
-            box.ns = options.marker_namespace
-            box.id = next_id
-            next_id += 1
-            box.type = Marker.CUBE
-            box.action = Marker.ADD
+            box = new_marker(Marker.CUBE)
             box.pose.position.x, box.pose.position.y, box.pose.position.z = x, y, z
-            box.pose.orientation.w = 1.0
             box.scale.x, box.scale.y, box.scale.z = (max(float(v), 0.05) for v in (ex, ey, ez))
             box.color.r, box.color.g, box.color.b = (float(c) for c in colour)
             box.color.a = 0.35
@@ -410,8 +394,8 @@ class FrameMessages:
     panoptic, semantic and depth are built and emitted — with an ``executor``, there, while the
     caller computes the statistics. ``add_segments(result)`` then builds detections,
     detections_3d and markers and, last, draws the overlay: it needs the distances, and it is for
-    people, so it never delays what a planner reads (drawing it meanwhile on a 2-core CPU delayed
-    the detections by ~10 ms and brought the overlay ~4 ms earlier). ``emit(name, message)`` is
+    people, so it never delays what a planner reads (drawing it meanwhile, on a small CPU, took the
+    cores from the detections; measured in docs/performance.md). ``emit(name, message)`` is
     called as each message is ready, possibly from the executor's thread.
     """
 
@@ -486,8 +470,6 @@ class FrameMessages:
             self._put("panoptic", numpy_to_image_msg(panoptic_image(result), "16UC1", header))
         overlay = None
         if "visualization" in wanted and self.rgb is not None:
-            from panoptic_depthlab_core.viz import overlay_distance
-
             cfg = viz_config(options)
             overlay_bgr = overlay_distance(
                 self.rgb, result.panoptic_ids, result.segments, cfg, bgr=True, upsampling=result.upsampling

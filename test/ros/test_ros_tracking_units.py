@@ -130,6 +130,8 @@ def test_messages_carry_track_ids_velocity_and_source():
     arrows = [m for m in out["markers"].markers if m.type == Marker.ARROW and m.action == Marker.ADD]
     texts = [m.text for m in out["markers"].markers if m.type == Marker.TEXT_VIEW_FACING]
     assert len(arrows) == 1 and len(arrows[0].points) == 2
+    added = [m for m in out["markers"].markers if m.action == Marker.ADD]  # text, arrow, box: one id each
+    assert len({m.id for m in added}) == len(added) == 3 and all(m.pose.orientation.w == 1.0 for m in added)
     assert texts == [f"car #{car.track_id}\nground {entry.distance:.1f} m"]
     # tracking off: per-frame ids, no arrows, the source still published
     tracking.update_params(replace(NodeParams(camera_height_m=1.0), tracking=False))
