@@ -213,9 +213,9 @@ class BagSource:
                         continue
                     taken += 1
                     yield conn.topic, i, raw, lambda raw=raw, conn=conn: reader.deserialize(raw, conn.msgtype)
-            except ValueError:
+            except ValueError:  # ours (an undecodable image), already naming the bag, topic and message
                 raise
-            except Exception as exc:
+            except Exception as exc:  # rosbags/mcap/sqlite errors of a damaged file while reading
                 raise ValueError(
                     f"calibration bag {self.path} is corrupt or truncated: {type(exc).__name__}: {exc}"
                 ) from exc
