@@ -213,8 +213,6 @@ class BagSource:
                         continue
                     taken += 1
                     yield conn.topic, i, raw, lambda raw=raw, conn=conn: reader.deserialize(raw, conn.msgtype)
-            except ValueError:  # ours (an undecodable image), already naming the bag, topic and message
-                raise
             except Exception as exc:  # rosbags/mcap/sqlite errors of a damaged file while reading
                 raise ValueError(
                     f"calibration bag {self.path} is corrupt or truncated: {type(exc).__name__}: {exc}"
@@ -223,9 +221,14 @@ class BagSource:
     def images(self, count: int) -> Iterator[np.ndarray]:
         for topic, i, _, deserialize in self._messages(count):
             try:
-                yield image_message_to_rgb(deserialize())
+                rgb = image_message_to_rgb(deserialize())
             except ImageConversionError as exc:
                 raise ValueError(f"bag {self.path} topic {topic} message {i}: {exc}") from exc
+            except Exception as exc:  # rosbags' CDR errors on a damaged message
+                raise ValueError(
+                    f"bag {self.path} topic {topic} message {i}: cannot deserialize: {type(exc).__name__}: {exc}"
+                ) from exc
+            yield rgb
 
     def fingerprint_update(self, h, count: int) -> None:
         for topic, _, raw, _ in self._messages(count):
