@@ -15,13 +15,20 @@ from typing import Any
 
 import numpy as np
 
+from panoptic_depthlab_core.config import from_dict
 from panoptic_depthlab_core.image_messages import DEFAULT_MAX_PIXELS, ImageConversionError, image_message_to_rgb
-from panoptic_depthlab_core.predictor import DEFAULT_WEIGHTS
+from panoptic_depthlab_core.predictor import DEFAULT_CONFIG, DEFAULT_WEIGHTS, Predictor, load_pipeline_config
 from panoptic_depthlab_core.results import FrameResult
 from panoptic_depthlab_core.tracking import TrackState
 from panoptic_depthlab_ros.distance_tracking import DistanceAndTracking, TrackedFrame, weights_depth_trained
 from panoptic_depthlab_ros.image_conversion import CameraInfoError, camera_info_to_K, check_camera_info_matches
-from panoptic_depthlab_ros.messages import FrameMessages, MessageOptions, maps_needed, stuff_segments_needed
+from panoptic_depthlab_ros.messages import (
+    OUTPUT_NAMES,
+    FrameMessages,
+    MessageOptions,
+    maps_needed,
+    stuff_segments_needed,
+)
 from panoptic_depthlab_ros.params import NodeParams
 
 
@@ -62,8 +69,6 @@ def message_options(params: NodeParams, outputs: frozenset[str] | None = None) -
 
 def enabled_outputs(params: NodeParams) -> frozenset[str]:
     """Output names whose ``publish_<name>`` parameter is true (label_info is separate: latched)."""
-    from panoptic_depthlab_ros.messages import OUTPUT_NAMES
-
     return frozenset(name for name in OUTPUT_NAMES if getattr(params, f"publish_{name}"))
 
 
@@ -100,8 +105,6 @@ def artefact_problems(params: NodeParams) -> list[str]:
 
 def load_predictor(params: NodeParams) -> Any:
     """Build the Predictor the parameters describe (model config, weights, backend, artefacts, input size...)."""
-    from panoptic_depthlab_core.predictor import Predictor
-
     problems = artefact_problems(params)
     if problems:
         raise ValueError("; ".join(problems))
@@ -122,8 +125,6 @@ def load_predictor(params: NodeParams) -> Any:
 
 def model_postprocess(params: NodeParams) -> Any:
     """The post-processing settings of the model config itself (before the node's overrides)."""
-    from panoptic_depthlab_core.predictor import DEFAULT_CONFIG, load_pipeline_config
-
     return load_pipeline_config(params.model_config or DEFAULT_CONFIG).postprocess
 
 
@@ -133,8 +134,6 @@ def apply_live_params(predictor: Any, params: NodeParams, model_pp: Any) -> None
     ``model_pp``: the loaded model config's post-processing (``model_postprocess``), which a
     parameter set back to its "model config" value returns to.
     """
-    from panoptic_depthlab_core.config import from_dict
-
     cfg = predictor.cfg
     overrides = params.overrides()
     for section, base in (("postprocess", model_pp), ("segments", cfg.segments)):

@@ -48,14 +48,34 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
+from tqdm import tqdm
 
 from panoptic_depthlab_core.config import parse_size
+from panoptic_depthlab_core.eval.evaluator import Evaluator, markdown_report, write_report
 from panoptic_depthlab_core.eval.sequence_eval import sequence_markdown
 from panoptic_depthlab_core.image_messages import image_msg_to_array
 from panoptic_depthlab_ros.distance_tracking import SequenceScorer, motion_from_gt_tracks
+from panoptic_depthlab_ros.messages import OUTPUT_NAMES, OUTPUT_TOPICS, label_info
+from panoptic_depthlab_ros.params import NodeParams, validate_params
+from panoptic_depthlab_ros.processing import FrameProcessor, load_predictor, make_distance_tracking, message_options
 
 from . import prediction_export
-from .common import STORAGES, BagReadError, base_image_topic, camera_info_topic_beside
+from .common import (
+    STORAGES,
+    BagReadError,
+    BagWriter,
+    CdrSerializer,
+    base_image_topic,
+    camera_info_topic_beside,
+    cli_main,
+    find_topic,
+    format_ns,
+    iter_bag_messages,
+    msgtype_of,
+    open_bag,
+    stamp_from_cdr,
+)
 from .drive_bag import (
     GT_DEPTH_TOPIC,
     GT_PANOPTIC_TOPIC,
@@ -64,6 +84,7 @@ from .drive_bag import (
     IMAGE_TOPIC,
     panoptic_from_16u,
 )
+from .transport import sigterm_as_interrupt
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 CAMERA_INFO_TYPES = ("sensor_msgs/msg/CameraInfo",)
@@ -159,8 +180,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def load_params_file(path: Path) -> dict[str, Any]:
     """``ros__parameters`` of a node YAML (``/**:`` or the node's name as the key)."""
-    import yaml
-
     if not path.exists():
         raise FileNotFoundError(f"parameter file not found: {path}")
     data = yaml.safe_load(path.read_text()) or {}
@@ -175,8 +194,6 @@ def load_params_file(path: Path) -> dict[str, Any]:
 
 def node_params_from_args(args: argparse.Namespace) -> Any:
     """NodeParams from defaults, the params file and the explicit options (in that order)."""
-    from panoptic_depthlab_ros.params import NodeParams, validate_params
-
     values: dict[str, Any] = {}
     if getattr(args, "params_file", None) is not None:
         values.update(load_params_file(args.params_file))
@@ -203,8 +220,6 @@ def node_params_from_args(args: argparse.Namespace) -> Any:
 
 def output_topic_names(node_name: str, namespace: str = "") -> dict[str, str]:
     """Output name -> absolute topic, as the node's private names (``~/x``) resolve."""
-    from panoptic_depthlab_ros.messages import OUTPUT_TOPICS
-
     ns = "/" + namespace.strip("/") if namespace.strip("/") else ""
     topics = {name: f"{ns}/{node_name}/{rel[2:]}" for name, rel in OUTPUT_TOPICS.items()}
     topics["label_info"] = f"{ns}/{node_name}/label_info"
@@ -529,13 +544,6 @@ class _Camera:
 def make_processor(params: Any) -> Any:
     """The node's FrameProcessor for ``params`` (NodeParams); reuse it across bags (model loaded once).
     With the node's distance source and tracker (one tracker per camera, reset at each bag's start)."""
-    from panoptic_depthlab_ros.processing import (
-        FrameProcessor,
-        load_predictor,
-        make_distance_tracking,
-        message_options,
-    )
-
     tracking = make_distance_tracking(params)  # before the model: a missing camera mount fails at once
 
     try:
@@ -555,8 +563,6 @@ def make_processor(params: Any) -> Any:
 
 def _resolve_topic(reader: Any, requested: str | None, default: str, types: tuple[str, ...], option: str) -> str:
     """'' = off; None = the default when the bag has it; anything else must exist with the right type."""
-    from .common import find_topic
-
     if requested == "":
         return ""
     if requested is None:
@@ -591,8 +597,6 @@ class BagEvaluator:
         self.out_bag = Path(out_bag)
         self.options = options if options is not None else BagEvalOptions()
         if self.options.params is None:
-            from panoptic_depthlab_ros.params import NodeParams
-
             self.options = replace(self.options, params=NodeParams())
         self.params = self.options.params
         self._processor = processor
@@ -605,8 +609,6 @@ class BagEvaluator:
     def _cameras(self, reader: Any, report: BagReport) -> list[_Camera]:
         """Resolve every camera's topics against the bag (errors list the bag's topics)."""
         from sensor_msgs.msg import CompressedImage, Image
-
-        from .common import find_topic
 
         opts = self.options
         n = len(opts.image_topics)
@@ -687,12 +689,6 @@ class BagEvaluator:
         from panoptic_depthlab_msgs.msg import TrackedSegmentArray
         from rclpy.serialization import deserialize_message
         from sensor_msgs.msg import CameraInfo, Image
-        from tqdm import tqdm
-
-        from panoptic_depthlab_core.eval.evaluator import Evaluator
-        from panoptic_depthlab_ros.messages import OUTPUT_NAMES, label_info
-
-        from .common import BagWriter, CdrSerializer, format_ns, iter_bag_messages, msgtype_of, open_bag, stamp_from_cdr
 
         opts = self.options
         report = BagReport(str(self.in_bag), str(self.out_bag), str(self.metrics_dir))
@@ -1001,8 +997,6 @@ class BagEvaluator:
     def write_metrics(self, report: BagReport) -> None:
         """metrics.json/.md (one camera: in the metrics directory; several: a subdirectory each,
         named like the camera's output namespace) and per_frame.json (everything, per camera)."""
-        from panoptic_depthlab_core.eval.evaluator import write_report
-
         self.metrics_dir.mkdir(parents=True, exist_ok=True)
         for camera in report.cameras.values():
             if camera.summary is not None:
@@ -1068,7 +1062,6 @@ def print_report(report: BagReport) -> None:
             )
     if report.rejected:
         print(f"bag-eval: rejected frames: {report.rejected}")
-    from panoptic_depthlab_core.eval.evaluator import markdown_report
 
     summaries = {t: c.summary for t, c in report.cameras.items() if c.summary is not None}
     for topic, summary in summaries.items():
@@ -1080,8 +1073,6 @@ def print_report(report: BagReport) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .transport import sigterm_as_interrupt
-
     with sigterm_as_interrupt():
         evaluator = BagEvaluator(args)
         export_settings = prediction_export.settings_from_args(args)
@@ -1100,6 +1091,4 @@ def run(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    from .common import cli_main
-
     sys.exit(cli_main(add_arguments, run, "panoptic-depthlab bag-eval"))

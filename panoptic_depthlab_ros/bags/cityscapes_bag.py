@@ -18,11 +18,22 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
+from tqdm import tqdm
 
 from panoptic_depthlab_core.config import parse_size
+from panoptic_depthlab_core.data.cityscapes import (
+    disparity_to_depth,
+    find_records,
+    load_gt,
+    read_camera,
+    read_disparity,
+)
+from panoptic_depthlab_core.data.cityscapes import read_image as read_rgb
 
-from .common import STORAGES
+from .common import STORAGES, cli_main
+from .drive_bag import DriveFrame, write_drive_bag
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,8 +72,6 @@ def _stem(image_path: Path) -> str:
 
 def find_frames(root: Path, split: str, cities: Sequence[str] | None = None, sequence: bool = True) -> list:
     """The frames to write, sorted by city, sequence and frame number; FileNotFoundError naming gaps."""
-    from panoptic_depthlab_core.data.cityscapes import find_records
-
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"Cityscapes root not found: {root}")
@@ -116,18 +125,6 @@ def _camera_mount(path: Path) -> tuple[float, float]:
 
 def drive_frames(frames: Sequence[CityscapesFrame], resize: tuple[int, int] | None = None) -> Iterator:
     """DriveFrames (image, K, GT depth NaN-invalid, GT panoptic) read with the data pipeline's readers."""
-    import cv2
-
-    from panoptic_depthlab_core.data.cityscapes import (
-        disparity_to_depth,
-        load_gt,
-        read_camera,
-        read_disparity,
-    )
-    from panoptic_depthlab_core.data.cityscapes import read_image as read_rgb
-
-    from .drive_bag import DriveFrame
-
     for frame in frames:
         rgb = read_rgb(frame.image_path)
         camera = read_camera(frame.camera_path)
@@ -158,10 +155,6 @@ def drive_frames(frames: Sequence[CityscapesFrame], resize: tuple[int, int] | No
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from .drive_bag import write_drive_bag
-
     resize = parse_size(args.resize) if args.resize else None
     frames = find_frames(args.root, args.split, args.city, sequence=not args.no_sequence)
     if args.max_frames is not None:
@@ -190,6 +183,4 @@ def run(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    from .common import cli_main
-
     sys.exit(cli_main(add_arguments, run, "panoptic-depthlab cityscapes-bag"))

@@ -15,6 +15,7 @@ first unreadable page (``SalvageSqliteReader``). Either then raises BagReadError
 from __future__ import annotations
 
 import argparse
+import io
 import posixpath
 import sqlite3
 import struct
@@ -26,7 +27,10 @@ from typing import Any
 from urllib.parse import quote
 
 from panoptic_depthlab_core.cli import run_command
+from panoptic_depthlab_ros.bag_types import make_typestore
 from panoptic_depthlab_ros.image_publisher import serialize_image
+
+from .zero_cdr import RmwZeroSerializer
 
 STORAGES = ("mcap", "sqlite3")
 WRITER_VERSION = 9
@@ -220,14 +224,10 @@ class CdrSerializer:
 
     def __init__(self, typestore: Any = None, use_rmw: bool = True) -> None:
         if typestore is None:
-            from panoptic_depthlab_ros.bag_types import make_typestore
-
             typestore = make_typestore()
         self.typestore = typestore
         self._rmw: Any = None
         if use_rmw:
-            from .zero_cdr import RmwZeroSerializer
-
             try:
                 rmw = RmwZeroSerializer()
             except Exception:  # no rmw/rcutils library found or loadable: the rosbags path
@@ -271,8 +271,6 @@ class BagWriter:
     def __init__(self, path: str | Path, storage: str = "mcap", typestore: Any = None) -> None:
         from rosbags.rosbag2 import Writer
         from rosbags.rosbag2.errors import WriterError
-
-        from panoptic_depthlab_ros.bag_types import make_typestore
 
         self.path = Path(path)
         if self.path.exists():
@@ -444,8 +442,6 @@ class SalvageMcapReader:
         size, u32 crc, string compression, u64 records length, records (none, zstd or lz4). A
         truncated zstd/lz4 stream decompresses up to the cut; the last record may be partial and
         is dropped (the stream reader stops at it)."""
-        import io
-
         from mcap.stream_reader import StreamReader
 
         f.seek(offset)

@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from .common import BagWriter
+
 IMAGE_TOPIC = "/camera/image_raw"
 CAMERA_INFO_TOPIC = "/camera/camera_info"
 GT_DEPTH_TOPIC = "/gt/depth"
@@ -195,8 +197,6 @@ def write_drive_bag(
     on_frame: Callable[[int], None] | None = None,
 ) -> dict[str, int]:
     """Write ``frames`` at ``fps``; returns messages written per topic. Closes the bag on any error."""
-    from .common import BagWriter
-
     if not fps > 0:
         raise ValueError(f"fps must be > 0, got {fps}")
     with BagWriter(out, storage) as writer:

@@ -17,7 +17,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .common import STORAGES
+from .common import STORAGES, cli_main
+from .play import play_bag, wait_for_subscribers
+from .record import record_bag
+from .transport import ros_context, sigterm_as_interrupt
 
 # Published on a timer, not per frame: they say nothing about whether outputs are still coming.
 PERIODIC_TOPICS = ("/diagnostics", "/rosout")
@@ -47,10 +50,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def live_replay(args: argparse.Namespace, context: Any = None) -> dict[str, Any]:
     from rclpy.node import Node
-
-    from .play import play_bag, wait_for_subscribers
-    from .record import record_bag
-    from .transport import ros_context
 
     summary: dict[str, Any] = {}
     with ros_context(context) as ctx:
@@ -126,8 +125,6 @@ def live_replay(args: argparse.Namespace, context: Any = None) -> dict[str, Any]
 
 
 def run(args: argparse.Namespace) -> int:
-    from .transport import sigterm_as_interrupt
-
     with sigterm_as_interrupt():
         summary = live_replay(args)
     text = json.dumps(summary, indent=2)
@@ -138,6 +135,4 @@ def run(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    from .common import cli_main
-
     sys.exit(cli_main(add_arguments, run, "live_replay"))

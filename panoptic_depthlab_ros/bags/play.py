@@ -16,6 +16,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
+from .common import cli_main, describe_topics, iter_bag_messages, open_bag
+from .transport import import_message_class, make_qos, ros_context, sigterm_as_interrupt
+
 LATCHED_TOPICS = ("/tf_static",)
 
 
@@ -93,10 +98,6 @@ def play_bag(
 ) -> dict[str, int]:
     """Publish the bag's messages at ``rate`` x the recorded timing; returns messages sent per topic."""
     from rclpy.node import Node
-    from tqdm import tqdm
-
-    from .common import describe_topics, iter_bag_messages, open_bag
-    from .transport import import_message_class, make_qos, ros_context
 
     if not rate > 0:
         raise ValueError(f"--rate must be > 0, got {rate}")
@@ -168,8 +169,6 @@ def play_bag(
 
 
 def run(args: argparse.Namespace) -> int:
-    from .transport import sigterm_as_interrupt
-
     with sigterm_as_interrupt():
         sent = play_bag(
             args.bag,
@@ -186,6 +185,4 @@ def run(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    from .common import cli_main
-
     sys.exit(cli_main(add_arguments, run, "panoptic-depthlab play"))

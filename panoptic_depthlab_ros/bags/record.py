@@ -19,7 +19,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .common import STORAGES
+from .common import STORAGES, BagWriter, cli_main
+from .transport import import_message_class, make_qos, ros_context, sigterm_as_interrupt
 
 # Graph plumbing every node has; never what a user means by --all.
 ALWAYS_EXCLUDED = ("/rosout", "/parameter_events")
@@ -73,8 +74,6 @@ class Recorder:
     def _qos_for(self, topic: str) -> Any:
         from rclpy.qos import DurabilityPolicy, ReliabilityPolicy
 
-        from .transport import make_qos
-
         infos = self.node.get_publishers_info_by_topic(topic)
         reliable = bool(infos) and all(i.qos_profile.reliability == ReliabilityPolicy.RELIABLE for i in infos)
         latched = bool(infos) and all(
@@ -83,8 +82,6 @@ class Recorder:
         return make_qos(reliable=reliable, transient_local=latched, depth=100), latched
 
     def discover(self) -> None:
-        from .transport import import_message_class
-
         for topic, subscription in self.subscriptions.items():
             # Matched with a publisher (not only created): from now on nothing it publishes is missed.
             if topic not in self.matched and subscription.get_publisher_count() > 0:
@@ -139,9 +136,6 @@ def record_bag(
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.node import Node
 
-    from .common import BagWriter
-    from .transport import ros_context
-
     if not topics and not record_all:
         raise ValueError("record: give --topics TOPIC ... or --all")
     if duration_s is not None and not duration_s > 0:
@@ -173,8 +167,6 @@ def record_bag(
 
 
 def run(args: argparse.Namespace) -> int:
-    from .transport import sigterm_as_interrupt
-
     counts: dict[str, int] = {}
     try:
         with sigterm_as_interrupt():
@@ -190,6 +182,4 @@ def run(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    from .common import cli_main
-
     sys.exit(cli_main(add_arguments, run, "panoptic-depthlab record"))

@@ -13,10 +13,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from panoptic_depthlab_core.config import parse_size
+from panoptic_depthlab_core.data.synthetic.drive import SyntheticDrive
+from panoptic_depthlab_core.metadata import IGNORE_LABEL, LABEL_DIVISOR, label_id_to_train_id_lut
 
-from .common import STORAGES
+from .common import STORAGES, cli_main
+from .drive_bag import DriveFrame, write_drive_bag
 
 DEFAULT_FPS = 10.0
 
@@ -37,8 +41,6 @@ def instance_ids_to_panoptic(instance_ids: np.ndarray) -> np.ndarray:
     Ours: train_id*1000 + instance, stuff instance 0, things k+1 (a bare thing label id is a crowd
     region, instance 0, as the PQ evaluation reads it), -1 void.
     """
-    from panoptic_depthlab_core.metadata import IGNORE_LABEL, LABEL_DIVISOR, label_id_to_train_id_lut
-
     ids = np.asarray(instance_ids).astype(np.int64)
     lut = label_id_to_train_id_lut().astype(np.int64)
     is_instance = ids >= LABEL_DIVISOR
@@ -54,10 +56,6 @@ def instance_ids_to_panoptic(instance_ids: np.ndarray) -> np.ndarray:
 
 def synthetic_drive_frames(seed: int, num_frames: int, size: tuple[int, int], fps: float) -> Iterator:
     """DriveFrames of the synthetic world's coherent drive (lazily rendered), with the exact motion."""
-    from panoptic_depthlab_core.data.synthetic.drive import SyntheticDrive
-
-    from .drive_bag import DriveFrame
-
     drive = SyntheticDrive(seed, num_frames, size, fps=fps)
     for index in range(num_frames):
         frame = drive.render(index)
@@ -82,10 +80,6 @@ def write_synth_bag(
     progress: bool = False,
 ) -> dict[str, int]:
     """Render and write the drive; returns messages per topic."""
-    from tqdm import tqdm
-
-    from .drive_bag import write_drive_bag
-
     if frames < 1:
         raise ValueError(f"--frames must be >= 1, got {frames}")
     with tqdm(total=frames, unit="frame", desc="synth-bag", disable=not progress, dynamic_ncols=True) as bar:
@@ -103,6 +97,4 @@ def run(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    from .common import cli_main
-
     sys.exit(cli_main(add_arguments, run, "panoptic-depthlab synth-bag"))
