@@ -78,6 +78,8 @@ def resolve_backend_name(name: str, device: str, precision: str = "fp32") -> str
 
 def create_backend(cfg: BackendConfig, model: torch.nn.Module, input_hw: tuple[int, int]) -> Backend:
     """Build the backend ``cfg.name`` for ``model`` at the fixed network input size ``input_hw``."""
+    # Imported here: each backend module imports this one (BackendConfig), and onnxruntime/TensorRT
+    # are optional dependencies.
     if cfg.name == "torch":
         from .torch_backend import TorchBackend
 
