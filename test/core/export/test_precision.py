@@ -251,3 +251,18 @@ def test_export_cli_int8_from_synthetic_calibration(tmp_path: Path, capsys) -> N
     assert "--calib-data" in capsys.readouterr().err
     assert main([*base, "--calib-data", str(tmp_path / "nowhere"), str(tmp_path / "x.onnx")]) != 0
     assert "nowhere" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_dynamic_fp16_and_int8_files_run_other_sizes(tmp_path: Path) -> None:
+    """--dynamic with a precision: calibrated at one size, the file runs at others (the in-graph
+    padding follows the input) with the same agreement."""
+    model = _tiny()
+    fp16 = export_onnx(model, tmp_path / "fp16.onnx", *HW, dynamic=True, precision="fp16")
+    int8 = export_onnx(model, tmp_path / "int8.onnx", *HW, dynamic=True, precision="int8", calibration=_calibration(2))
+    image = torch.from_numpy(realistic_test_image(96, 96, 3)).permute(2, 0, 1)[None].float()
+    for path, precision in ((fp16, "fp16"), (int8, "int8")):
+        sem, rel_mean, _, center, offset = BOUNDS[precision]
+        p = precision_parity(model, path, image)
+        assert p["semantic_agreement"] >= sem and p["depth_rel_mean"] <= rel_mean, (precision, p)
+        assert p["center_max_abs"] <= center and p["offset_mean_abs_px"] <= offset, (precision, p)
