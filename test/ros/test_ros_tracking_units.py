@@ -268,3 +268,23 @@ def test_node_tracking_defaults_are_the_tuned_tracker_defaults():
     from panoptic_depthlab_ros.distance_tracking import tracker_config
 
     assert tracker_config(NodeParams()) == TrackerConfig()
+
+
+def test_converted_weights_switch_the_node_to_ground_and_say_why(tmp_path: Path):
+    """The node's factory reads convert-d2's sidecar: auto becomes ground, the configure log line and
+    /diagnostics name the weights file and the untrained decoder; a camera height is then required."""
+    from panoptic_depthlab_ros.processing import make_distance_tracking
+
+    weights = tmp_path / "model_final.safetensors"
+    weights.write_bytes(b"")
+    (tmp_path / "model_final.safetensors.json").write_text(json.dumps({"depth_head": "fresh_init",
+                                                                        "depth_decoder_trained": False}))
+    tracking = make_distance_tracking(NodeParams(weights=str(weights), camera_height_m=1.22, camera_pitch_rad=0.04))
+    assert tracking.policy.source == "ground"
+    line = tracking.describe()
+    assert "ground: weights have no trained depth decoder" in line and "model_final.safetensors" in line
+    values = tracking.values()
+    assert values["distance_source"] == "ground" and "no trained depth decoder" in values["distance_source_reason"]
+    assert values["depth_decoder_health"] == "not checked (distance_source ground)"
+    with pytest.raises(ValueError, match="camera_height_m is not set: the weights have no trained depth decoder"):
+        make_distance_tracking(NodeParams(weights=str(weights)))
