@@ -288,3 +288,24 @@ def test_converted_weights_switch_the_node_to_ground_and_say_why(tmp_path: Path)
     assert values["depth_decoder_health"] == "not checked (distance_source ground)"
     with pytest.raises(ValueError, match="camera_height_m is not set: the weights have no trained depth decoder"):
         make_distance_tracking(NodeParams(weights=str(weights)))
+
+
+def test_a_car_closing_in_the_path_gets_ttc_in_tracks_and_markers():
+    """A car straight ahead closing at 5 m/s (depth source): ~/tracks says in_path with TTC = z / 5,
+    the marker text shows the TTC and the velocity arrow turns red."""
+    tracking = DistanceAndTracking(NodeParams(), depth_trained=True)
+    assert tracking.policy.source == "depth"
+    t0 = 3 * 1_000_000_000
+    for k in range(8):
+        frame = tracking.process(_frame(shift=9, z=20.0 - 0.5 * k), _header(t0 + k * 100_000_000))
+    car = frame.tracks[1]
+    assert car.in_path and car.velocity_xyz_mps[2] == pytest.approx(-5.0, abs=0.5)
+    out = build_messages(frame.result, _header(t0 + 700_000_000), options=MessageOptions(), tracks=frame.tracks)
+    (entry,) = out["tracks"].segments
+    assert entry.in_path and entry.time_to_collision == pytest.approx(car.ttc_s)
+    assert entry.time_to_collision == pytest.approx(entry.distance / 5.0, rel=0.15)
+    (text,) = [m.text for m in out["markers"].markers if m.type == Marker.TEXT_VIEW_FACING]
+    assert text.startswith(f"car #{car.track_id} TTC {car.ttc_s:.1f} s\n")
+    (arrow,) = [m for m in out["markers"].markers if m.type == Marker.ARROW and m.action == Marker.ADD]
+    assert arrow.color.r == 1.0 and arrow.color.g < 0.2  # red: closing in, in the path
+    assert arrow.points[1].z - arrow.points[0].z == pytest.approx(car.velocity_xyz_mps[2])
