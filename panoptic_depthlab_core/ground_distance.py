@@ -127,7 +127,7 @@ class GroundContact:
     distance_m: float  # z depth along the optical axis; NaN at/above the horizon
     position_xyz_m: tuple[float, float, float] | None  # contact point, camera optical frame
     reliable: bool
-    reason: str  # "" when reliable; else image_border | occluded | above_horizon | too_far
+    reason: str  # "" when reliable; else image_border | near_border | occluded | above_horizon | too_far
     columns: int  # mask columns at the contact
     depth_distance_m: float = math.nan  # the depth decoder's distance of the segment (filled by apply)
 
@@ -208,7 +208,8 @@ def ground_contacts(
     below[inside] = ids[r[inside] + 1, c[inside]]
     below_cls = np.where(below >= 0, np.minimum(below // div, thing_lut.size - 1), thing_lut.size - 1)
     hidden = (below == -1) | ((below >= 0) & thing_lut[below_cls] & (below % div != 0))
-    at_border = (below == -2) | (r >= h - 1 - math.ceil(cfg.border_margin_fraction * h))
+    at_border = below == -2
+    near_border = at_border | (r >= h - 1 - math.ceil(cfg.border_margin_fraction * h))
     on_sidewalk = (below >= 0) & (below_cls == cfg.sidewalk_train_id) & (below % div == 0)
     v_bottom, u_centre, _ = _input_coordinates(rows, cols, h, w)
     v = v_bottom[r]
@@ -220,7 +221,8 @@ def ground_contacts(
     n_seg = seg_ids.size
     order = np.lexsort((v, seg))
     seg, v, u = seg[order], v[order], u[order]
-    at_border, hidden, on_sidewalk = at_border[order], hidden[order], on_sidewalk[order]
+    at_border, near_border = at_border[order], near_border[order]
+    hidden, on_sidewalk = hidden[order], on_sidewalk[order]
     count = np.bincount(seg, minlength=n_seg)
     start = np.concatenate(([0], np.cumsum(count)[:-1]))
     pos = cfg.contact_quantile * (count - 1)
@@ -231,6 +233,7 @@ def ground_contacts(
     n_band = np.bincount(seg, weights=band, minlength=n_seg)
     u_contact = np.bincount(seg, weights=band * u, minlength=n_seg) / n_band
     frac_border = np.bincount(seg, weights=band & at_border, minlength=n_seg) / n_band
+    frac_near_border = np.bincount(seg, weights=band & near_border, minlength=n_seg) / n_band
     frac_hidden = np.bincount(seg, weights=band & hidden, minlength=n_seg) / n_band
     frac_sidewalk = np.bincount(seg, weights=band & on_sidewalk, minlength=n_seg) / n_band
     height = np.full(n_seg, mount.height_m)
@@ -247,6 +250,8 @@ def ground_contacts(
             reason = "image_border"
         elif frac_hidden[i] > cfg.occluded_fraction:
             reason = "occluded"
+        elif frac_near_border[i] > cfg.occluded_fraction:
+            reason = "near_border"
         elif not valid[i]:
             reason = "above_horizon"
         elif z[i] > cfg.max_distance_m:
@@ -304,7 +309,11 @@ def apply_ground_distance(
                 segments.append(replace(seg, distance_m=contact.distance_m, position_xyz_m=contact.position_xyz_m,
                                         distance_source="ground", distance_reliable=contact.reliable))
             continue
-        if contact is None or not contact.reliable or not math.isfinite(depth_d) or K is None:
+        # A near-border contact is doubtful alone (ground only: unreliable) but still informs a fusion,
+        # which the decoder's own distance keeps in check; dropping it makes the published position
+        # jump between "fused" and "depth" as a mask's bottom grazes the margin.
+        usable = contact is not None and (contact.reliable or contact.reason == "near_border")
+        if not usable or not math.isfinite(depth_d) or K is None:
             segments.append(seg)
             continue
         g = contact.distance_m

@@ -209,9 +209,25 @@ def test_contact_a_few_rows_above_the_bottom_border_counts_as_cut() -> None:
     ids[380:476, 100:200] = 13001  # ends 4 rows above the border: inside 2 % of 480 rows (10 rows)
     ids[380:460, 300:400] = 13002  # ends 20 rows above it: a real contact
     c = ground_contacts(ids, K, mount)
-    assert not c[13001].reliable and c[13001].reason == "image_border"
+    assert not c[13001].reliable and c[13001].reason == "near_border"
     assert c[13002].reliable
     loose = ground_contacts(ids, K, mount, GroundDistanceConfig(border_margin_fraction=0.0))
     assert loose[13001].reliable
     with pytest.raises(ConfigError, match="border_margin_fraction"):
         GroundDistanceConfig(border_margin_fraction=0.6)
+
+
+def test_near_border_contact_is_fused_but_not_trusted_alone() -> None:
+    K = np.array([[500.0, 0, 320], [0, 500.0, 240], [0, 0, 1]])
+    mount = CameraMount(1.5, 0.0)
+    ids = np.zeros((480, 640), np.int32)
+    ids[380:476, 100:200] = 13001  # bottom 4 rows above the border: near_border
+    depth = np.full((480, 640), 5.0, np.float32)
+    fused = _result_with_depth(ids, depth, K)
+    apply_ground_distance(fused, mount, depth_trained=True)
+    car = next(s for s in fused.segments if s.id == 13001)
+    assert car.distance_source == "fused" and car.distance_reliable
+    alone = _result_with_depth(ids, depth, K)
+    apply_ground_distance(alone, mount, depth_trained=False)
+    car = next(s for s in alone.segments if s.id == 13001)
+    assert car.distance_source == "ground" and not car.distance_reliable
