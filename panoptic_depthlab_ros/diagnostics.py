@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
+from panoptic_depthlab_core.runtime import describe_artefact
+
 LATENCY_WINDOW = 200  # frames kept for the latency percentiles
 
 # The ways a frame the callback saw can end (besides being rejected, which is counted by reason).
@@ -223,8 +225,6 @@ def artefact_values(predictor: Any, image_transport: str, image_decoder: str) ->
     values = {"image_decoder": image_decoder if image_transport == "compressed" else "none (raw images)"}
     if predictor is None:
         return {"artefact": "(not configured)", **values}
-    from panoptic_depthlab_core.runtime import describe_artefact
-
     info = describe_artefact(predictor.backend, predictor.backend_cfg)
     values["artefact"] = info.summary()
     values["artefact_precision"] = info.precision

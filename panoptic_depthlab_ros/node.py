@@ -17,6 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import rclpy
+import torch
 from diagnostic_msgs.msg import DiagnosticArray
 from panoptic_depthlab_msgs.msg import TrackedSegmentArray
 from rcl_interfaces.msg import SetParametersResult
@@ -28,6 +29,8 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from vision_msgs.msg import Detection2DArray, Detection3DArray, LabelInfo
 from visualization_msgs.msg import MarkerArray
 
+from panoptic_depthlab_core.memory import retain_freed_memory
+from panoptic_depthlab_core.runtime.gpu_pipeline import jpeg_decoder
 from panoptic_depthlab_ros import messages as msgs
 from panoptic_depthlab_ros.diagnostics import (
     CameraInfoInput,
@@ -183,8 +186,6 @@ class PanopticDepthLabNode(LifecycleNode):
         if params.model_config and not params.weights:
             self.get_logger().warning(f"model_config {params.model_config} without weights: random weights")
         if params.retain_freed_memory:  # before the model's and the frames' allocations
-            from panoptic_depthlab_core.memory import retain_freed_memory
-
             retention = retain_freed_memory()
             self.get_logger().info(f"retain_freed_memory: {retention.detail}")
         try:  # before the model: a camera mount the distance source needs is checked at once
@@ -199,8 +200,7 @@ class PanopticDepthLabNode(LifecycleNode):
             t1 = time.perf_counter()
             if params.warmup_iterations:
                 self._inference_thread.submit(predictor.warmup, params.warmup_iterations).result()
-            from panoptic_depthlab_core.runtime.gpu_pipeline import jpeg_decoder  # probes nvJPEG once
-
+            # probes nvJPEG once, on the inference thread that will decode
             self._image_decoder = self._inference_thread.submit(jpeg_decoder, predictor.device).result()
         except Exception as exc:  # a bad path, a missing backend, CUDA absent: report, stay unconfigured
             self.get_logger().error(
@@ -310,8 +310,6 @@ class PanopticDepthLabNode(LifecycleNode):
         del processor
         gc.collect()
         if device.startswith("cuda"):
-            import torch
-
             torch.cuda.empty_cache()
 
     # ------------------------------------------------------------------------------------ inputs

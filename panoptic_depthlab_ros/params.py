@@ -145,7 +145,7 @@ _SPECS: dict[str, tuple[Any, str, Any]] = {
         True,
         "Track thing segments across frames: Detection2D/3D.id is the track id, ~/panoptic uses "
         "track-consistent instance numbers, ~/tracks carries velocity and time to collision. On by default: "
-        "it costs under 2 ms a 1080p frame on a 2-core CPU (docs/tracking.md); off: ids are per-frame "
+        "its cost per frame is small next to the network's (measured: docs/tracking.md); off: ids are per-frame "
         "panoptic ids and velocities are NaN.",
         None,
     ),

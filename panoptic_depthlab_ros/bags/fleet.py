@@ -47,9 +47,12 @@ import cv2
 import torch
 
 from panoptic_depthlab_core.predictor import DEFAULT_CONFIG, DEFAULT_WEIGHTS, Predictor
+from panoptic_depthlab_ros.processing import FrameProcessor, make_distance_tracking, message_options
 
 from . import bag_eval
+from .common import cli_main
 from .prediction_export import BagPredictionExport, ExportSettings
+from .transport import sigterm_as_interrupt
 
 MARKER = "done.json"
 MARKER_VERSION = 1
@@ -433,12 +436,6 @@ def build_processor(params: Any, threads: int = 0) -> Any:
     workers share the cores, and both torch and ONNX Runtime would otherwise each take them all."""
     if threads <= 0:
         return bag_eval.make_processor(params)
-    from panoptic_depthlab_ros.processing import (  # ROS message packages
-        FrameProcessor,
-        make_distance_tracking,
-        message_options,
-    )
-
     torch.set_num_threads(threads)  # the post-processing runs in torch too
     cv2.setNumThreads(threads)  # image decoding and resizing
     predictor = Predictor.from_config(
@@ -952,8 +949,6 @@ def _with_threads(job: BagJob, threads: int) -> BagJob:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .transport import sigterm_as_interrupt
-
     with sigterm_as_interrupt():  # SIGTERM stops like Ctrl-C: finished bags kept, the report written
         report = run_fleet(args)
     o = report["overall"]
@@ -966,6 +961,4 @@ def run(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    from .common import cli_main
-
     sys.exit(cli_main(add_arguments, run, "panoptic-depthlab bag-eval-fleet"))
