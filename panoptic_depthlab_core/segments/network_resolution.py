@@ -28,7 +28,7 @@ from panoptic_depthlab_core.results import Segment
 from .assemble import assemble_segments, nan_stats
 from .checks import numpy_inputs
 from .config import SegmentsConfig
-from .pixels import segments_with_depth, select_pixels, valid_depth
+from .pixels import depth_to_describe, select_pixels
 
 
 def nearest_blocks(index: np.ndarray, src_len: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -105,10 +105,7 @@ def compute_segments_upsampled(
     n_valid = np.zeros(s, np.int64)
     position = extent = None
     if depth is not None:
-        d, valid = valid_depth(depth, pix, cfg)
-        with_depth = segments_with_depth(seg_ids, cfg)
-        if with_depth is not None:
-            valid &= with_depth[idx]
+        d, valid = depth_to_describe(depth, pix, seg_ids, cfg, idx=idx)
         n_valid = np.add.reduceat(np.where(valid, weight, 0), starts)
         if n_valid.any():
             blocks = (x_first[c] + x_last[c]) / 2.0, (y_first[r] + y_last[r]) / 2.0, sum_x, sum_y

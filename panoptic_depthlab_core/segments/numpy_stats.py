@@ -22,7 +22,7 @@ from panoptic_depthlab_core.results import Segment
 from .assemble import assemble_segments, nan_stats
 from .checks import numpy_inputs
 from .config import SegmentsConfig
-from .pixels import segments_with_depth, select_pixels, valid_depth
+from .pixels import depth_to_describe, select_pixels
 
 # Up to this many segments the statistics come from one pass per segment over its grouped pixels
 # (np.partition: linear time); beyond, from one sort over all pixels per quantity.
@@ -71,10 +71,7 @@ def compute_segments(
     n_valid = np.zeros(s, np.int64)
     position = extent = None
     if depth is not None:
-        d, valid = valid_depth(depth, pix, cfg)
-        with_depth = segments_with_depth(seg_ids, cfg)
-        if with_depth is not None:
-            valid &= np.repeat(with_depth, area)  # pixels are grouped by segment here
+        d, valid = depth_to_describe(depth, pix, seg_ids, cfg, grouped_area=area)  # grouped here
         # still grouped by segment after dropping invalid pixels
         n_valid = np.add.reduceat(valid, starts, dtype=np.int64)
         v_start = np.cumsum(n_valid) - n_valid
@@ -170,10 +167,7 @@ def _segments_sorted(pix, seg_ids, idx, area, w, h, depth, K, scores, cfg, class
     n_valid = np.zeros(s, np.int64)
     position = extent = None
     if depth is not None:
-        d, valid = valid_depth(depth, pix, cfg)
-        with_depth = segments_with_depth(seg_ids, cfg)
-        if with_depth is not None:
-            valid &= with_depth[idx]
+        d, valid = depth_to_describe(depth, pix, seg_ids, cfg, idx=idx)
         v_idx, v_d = idx[valid], d[valid]
         n_valid = np.bincount(v_idx, minlength=s)
         start = np.concatenate(([0], np.cumsum(n_valid)[:-1]))

@@ -61,3 +61,25 @@ def segments_with_depth(seg_ids: np.ndarray, cfg: SegmentsConfig) -> np.ndarray 
     if cfg.stuff_depth:
         return None
     return np.isin(seg_ids // cfg.label_divisor, cfg.thing_ids)
+
+
+def depth_to_describe(
+    depth: np.ndarray,
+    pix: np.ndarray,
+    seg_ids: np.ndarray,
+    cfg: SegmentsConfig,
+    *,
+    idx: np.ndarray | None = None,
+    grouped_area: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Depth at the flat pixel indices ``pix`` and which of it the depth statistics read: valid
+    (:func:`valid_depth`) and, with ``stuff_depth`` off, in a segment that gets depth statistics.
+
+    Each pixel's segment comes from ``idx`` (compact segment index per pixel) or, when ``pix`` is
+    grouped by segment, from the segments' pixel counts ``grouped_area`` (no per-pixel gather).
+    """
+    d, valid = valid_depth(depth, pix, cfg)
+    with_depth = segments_with_depth(seg_ids, cfg)
+    if with_depth is not None:
+        valid &= np.repeat(with_depth, grouped_area) if idx is None else with_depth[idx]
+    return d, valid
