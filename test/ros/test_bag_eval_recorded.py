@@ -301,6 +301,14 @@ def stamp_ns(msg) -> int:
     return msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
 
 
+def evaluate_camera(bag: Path, out: Path, cam: Cam, processor, params, *, with_gt: bool = False, **options):
+    """bag-eval of ``cam`` alone (with its GT topics when ``with_gt``) into ``out``, no progress bar."""
+    if with_gt:
+        options.update(gt_depth_topics=(f"{cam.gt_prefix}/depth",), gt_panoptic_topics=(f"{cam.gt_prefix}/panoptic",))
+    options = bag_eval.BagEvalOptions(image_topics=(cam.image_topic,), params=params, progress=False, **options)
+    return bag_eval.evaluate_bag(bag, out, options, processor=processor)
+
+
 # ------------------------------------------------------------------------------------------ tests
 
 
@@ -369,22 +377,12 @@ def test_single_camera_defaults_and_camera_info_beside_compressed(tmp_path, proc
     node's plain names; a camera without CameraInfo warns and counts its frames as unpaired."""
     store, records = recorded_messages((LEFT, replace(FRONT, info_topic=None, gt_prefix=None)))
     bag = write_bag(tmp_path / "bag", "rosbags-mcap", store, records)
-    report = bag_eval.evaluate_bag(
-        bag,
-        tmp_path / "out",
-        bag_eval.BagEvalOptions(image_topics=(LEFT.image_topic,), params=params, progress=False),
-        processor=processor,
-    )
+    report = evaluate_camera(bag, tmp_path / "out", LEFT, processor, params)
     assert report.cameras[LEFT.image_topic].camera_info_topic == "/left/camera_info"
     assert report.cameras[LEFT.image_topic].camera_info_exact == FRAMES
     assert "/panoptic_depthlab/detections_3d" in report.output_counts
 
-    report = bag_eval.evaluate_bag(
-        bag,
-        tmp_path / "out2",
-        bag_eval.BagEvalOptions(image_topics=(FRONT.image_topic,), params=params, progress=False),
-        processor=processor,
-    )
+    report = evaluate_camera(bag, tmp_path / "out2", FRONT, processor, params)
     cam = report.cameras[FRONT.image_topic]
     assert cam.camera_info_topic == "" and cam.camera_info_none == FRAMES and cam.frames == FRAMES
     assert len(report.warnings) == 1 and "/front/camera_info" in report.warnings[0]
@@ -400,20 +398,12 @@ def test_camera_info_window_and_counted_fallback(tmp_path, processor, params):
     store, records = recorded_messages((cam,), info_lag_ns=300_000_000)
     bag = write_bag(tmp_path / "bag", "rosbags-sqlite3", store, records)
 
-    report = bag_eval.evaluate_bag(
-        bag,
-        tmp_path / "wide",
-        bag_eval.BagEvalOptions(image_topics=(cam.image_topic,), params=params, progress=False),
-        processor=processor,
-    )
+    report = evaluate_camera(bag, tmp_path / "wide", cam, processor, params)
     assert report.cameras[cam.image_topic].camera_info_exact == FRAMES and report.warnings == []
     infos = read_all(tmp_path / "wide")["/panoptic_depthlab/camera_info"]
     assert [m.k[0] for _, _, m in infos] == [fx_of(cam, k) for k in range(FRAMES)]
 
-    options = bag_eval.BagEvalOptions(
-        image_topics=(cam.image_topic,), params=params, progress=False, pairing_window_s=0.1
-    )
-    report = bag_eval.evaluate_bag(bag, tmp_path / "narrow", options, processor=processor)
+    report = evaluate_camera(bag, tmp_path / "narrow", cam, processor, params, pairing_window_s=0.1)
     result = report.cameras[cam.image_topic]
     # Bag times of the topics read (s after frame 0): images 0 .1 .2 .3, their CameraInfos .3 .4 .5 .6
     # (the IMU and /tf are not read). A frame is decided once the bag is more than 0.1 s past it:
@@ -438,28 +428,14 @@ def test_gt_before_or_after_the_image_gives_the_same_metrics(tmp_path, processor
     for name, lag in (("before", -3_000_000), ("after", 40_000_000)):
         store, records = recorded_messages((cam,), gt_lag_ns=lag)
         bag = write_bag(tmp_path / f"bag_{name}", "rosbags-mcap", store, records)
-        options = bag_eval.BagEvalOptions(
-            image_topics=(cam.image_topic,),
-            gt_depth_topics=(f"{cam.gt_prefix}/depth",),
-            gt_panoptic_topics=(f"{cam.gt_prefix}/panoptic",),
-            params=params,
-            progress=False,
-        )
-        report = bag_eval.evaluate_bag(bag, tmp_path / f"out_{name}", options, processor=processor)
+        report = evaluate_camera(bag, tmp_path / f"out_{name}", cam, processor, params, with_gt=True)
         assert report.frames_with_gt == FRAMES and report.cameras[cam.image_topic].gt_missing == 0
         summaries[name] = report.summary
     assert summaries["before"] == summaries["after"] and summaries["before"]["frames"] == FRAMES
 
     store, records = recorded_messages((cam,), gt_size=(32, 128))
     bag = write_bag(tmp_path / "bag_bad_gt", "rosbags-sqlite3", store, records)
-    options = bag_eval.BagEvalOptions(
-        image_topics=(cam.image_topic,),
-        gt_depth_topics=(f"{cam.gt_prefix}/depth",),
-        gt_panoptic_topics=(f"{cam.gt_prefix}/panoptic",),
-        params=params,
-        progress=False,
-    )
-    report = bag_eval.evaluate_bag(bag, tmp_path / "out_bad_gt", options, processor=processor)
+    report = evaluate_camera(bag, tmp_path / "out_bad_gt", cam, processor, params, with_gt=True)
     result = report.cameras[cam.image_topic]
     assert report.exit_code == 0 and result.frames == FRAMES and result.frames_with_gt == FRAMES - 1
     assert result.gt_rejected == {"gt_size_mismatch": 1}
@@ -559,8 +535,7 @@ def test_damaged_bag_keeps_frames_before_the_damage(tmp_path, processor, params,
     data = file.read_bytes()
     file.write_bytes(data[: int(len(data) * 0.55)])
 
-    options = bag_eval.BagEvalOptions(image_topics=(cam.image_topic,), params=params, progress=False)
-    report = bag_eval.evaluate_bag(bag, tmp_path / "out", options, processor=processor)
+    report = evaluate_camera(bag, tmp_path / "out", cam, processor, params)
     assert report.exit_code == 1
     assert 0 < report.frames < frames, report.frames
     assert "after message #" in report.error and "last good" in report.error, report.error
@@ -678,8 +653,7 @@ def test_corrupt_image_messages_stop_the_run_keeping_what_came_before(tmp_path, 
         topic, msgtype, log_time, msg = records[i]
         records[i] = (topic, msgtype, log_time, bytes(store.serialize_cdr(msg, msgtype))[:60])
     bag = write_bag(tmp_path / "bag", "rosbags-sqlite3", store, records)
-    options = bag_eval.BagEvalOptions(image_topics=(cam.image_topic,), params=params, progress=False)
-    report = bag_eval.evaluate_bag(bag, tmp_path / "out", options, processor=processor)
+    report = evaluate_camera(bag, tmp_path / "out", cam, processor, params)
     assert report.exit_code == 1 and report.frames == 1
     assert f"the {cam.image_topic} message at t=" in report.error and "cannot be deserialized" in report.error
     assert len(read_all(tmp_path / "out")["/panoptic_depthlab/panoptic"]) == 1
