@@ -32,6 +32,16 @@ LATENCY_WINDOW = 200  # frames kept for the latency percentiles
 
 # The ways a frame the callback saw can end (besides being rejected, which is counted by reason).
 FRAME_OUTCOMES = ("processed", "dropped_replaced", "skipped_no_subscribers", "discarded_inactive")
+# The /diagnostics counters a received frame ends in exactly one of: frames_received is their sum
+# (a dashboard can check that no frame went unaccounted for).
+FRAME_END_KEYS = (
+    "frames_processed",
+    "frames_dropped",
+    "frames_skipped_no_subscribers",
+    "frames_rejected",
+    "frames_discarded_inactive",
+    "frames_in_progress",
+)
 
 
 @dataclass
@@ -265,6 +275,7 @@ def diagnostic_array(stamp: Any, statuses: list[DiagnosticStatus]) -> Diagnostic
 
 
 __all__ = [
+    "FRAME_END_KEYS",
     "FRAME_OUTCOMES",
     "artefact_values",
     "LATENCY_WINDOW",

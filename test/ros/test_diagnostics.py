@@ -11,20 +11,12 @@ pytest.importorskip("diagnostic_msgs.msg", reason="diagnostic_msgs (ROS 2) is no
 from diagnostic_msgs.msg import DiagnosticStatus  # noqa: E402
 
 from panoptic_depthlab_ros.diagnostics import (  # noqa: E402
+    FRAME_END_KEYS,
     CameraInfoInput,
     FrameStats,
     MiddlewareGaps,
     counter_values,
     node_status,
-)
-
-ENDS = (
-    "frames_processed",
-    "frames_dropped",
-    "frames_skipped_no_subscribers",
-    "frames_rejected",
-    "frames_discarded_inactive",
-    "frames_in_progress",
 )
 
 
@@ -44,8 +36,8 @@ def test_every_frame_ends_in_one_counter():
     stats.camera_info_problem("invalid_camera_info")
     values = counter_values(stats.snapshot())
     assert values["frames_received"] == "6"
-    assert [values[k] for k in ENDS] == ["1", "1", "1", "1", "1", "1"]
-    assert sum(int(values[k]) for k in ENDS) == 6
+    assert [values[k] for k in FRAME_END_KEYS] == ["1", "1", "1", "1", "1", "1"]
+    assert sum(int(values[k]) for k in FRAME_END_KEYS) == 6
     # frames and CameraInfo messages are counted apart; each reason has its key
     assert values["frames_rejected"] == "1" and values["camera_info_rejected"] == "1"
     assert values["rejected_step_too_small"] == "1" and values["rejected_invalid_camera_info"] == "1"

@@ -26,31 +26,22 @@ from rclpy.qos import QoSProfile  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from vision_msgs.msg import Detection3DArray  # noqa: E402
 
-from panoptic_depthlab_ros.diagnostics import FRAME_OUTCOMES  # noqa: E402
+from panoptic_depthlab_ros.diagnostics import FRAME_END_KEYS, FRAME_OUTCOMES  # noqa: E402
 from panoptic_depthlab_ros.node import MESSAGE_INFO_CALLBACKS  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
-FRAME_KEYS = (
-    "frames_processed",
-    "frames_dropped",
-    "frames_skipped_no_subscribers",
-    "frames_rejected",
-    "frames_discarded_inactive",
-    "frames_in_progress",
-)
-
 
 def frame_sums(values: dict[str, str]) -> tuple[int, int]:
     """(frames_received, the sum of the counters each frame ends in)."""
-    return int(values["frames_received"]), sum(int(values[k]) for k in FRAME_KEYS)
+    return int(values["frames_received"]), sum(int(values[k]) for k in FRAME_END_KEYS)
 
 
 def test_every_frame_outcome_has_a_diagnostics_key():
-    """FRAME_OUTCOMES (what a frame can end as) and the keys this test sums stay the same set."""
+    """FRAME_OUTCOMES (what a frame can end as) and the keys a frame ends in (FRAME_END_KEYS) stay the same set."""
     names = {"processed": "frames_processed", "dropped_replaced": "frames_dropped"}
     assert {names.get(o, f"frames_{o}") for o in FRAME_OUTCOMES} | {"frames_rejected", "frames_in_progress"} == set(
-        FRAME_KEYS
+        FRAME_END_KEYS
     )
 
 
