@@ -266,3 +266,16 @@ def test_dynamic_fp16_and_int8_files_run_other_sizes(tmp_path: Path) -> None:
         p = precision_parity(model, path, image)
         assert p["semantic_agreement"] >= sem and p["depth_rel_mean"] <= rel_mean, (precision, p)
         assert p["center_max_abs"] <= center and p["offset_mean_abs_px"] <= offset, (precision, p)
+
+
+def test_histogram_calibration_runs_in_chunks(tiny_files, tmp_path: Path) -> None:
+    """Percentile calibration over more frames than one chunk bins chunk by chunk (memory stays
+    bounded: 64 frames at 256x512 in one piece exhausted 24 GB) and gives a file as good."""
+    from panoptic_depthlab_core.export.precision import HISTOGRAM_CHUNK, _chunk_size
+
+    assert [_chunk_size(n) for n in (1, 7, 12, 32, 64, 13)] == [1, 7, 6, 8, 8, 1]
+    model, files = tiny_files
+    reader = _calibration(HISTOGRAM_CHUNK + 4)
+    path = quantize_int8(files["fp32"], tmp_path / "chunked.onnx", reader)
+    assert onnx_metadata(path)["calibration.images"] == str(HISTOGRAM_CHUNK + 4)
+    _assert_parity(model, path, "int8")
