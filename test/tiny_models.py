@@ -20,6 +20,15 @@ TINY_MODEL: dict = {
     "pool_kernel": None,
 }
 
+# Narrower still (a quarter-width backbone, 16-channel decoders): the evaluation and training tests,
+# which run it over whole (synthetic) datasets and, for training, in several processes.
+NARROW_MODEL: dict = {
+    "backbone": "mobilenet_v3_large", "backbone_width_mult": 0.25, "use_dsconv": True, "norm": "BN",
+    "pool_kernel": None, "aspp_channels": 16, "project_channels": [8, 8], "sem_decoder_channels": 16,
+    "sem_head_channels": 16, "ins_decoder_channels": 16, "ins_head_channels": 8,
+    "depth_decoder_channels": 16, "depth_head_channels": 16,
+}  # fmt: skip
+
 
 def tiny_model_config():
     """TINY_MODEL as a ModelConfig."""

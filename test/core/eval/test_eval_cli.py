@@ -6,15 +6,9 @@ import json
 
 import torch
 import yaml
+from tiny_models import NARROW_MODEL
 
 from panoptic_depthlab_core.cli import main
-
-TINY_MODEL = {
-    "backbone": "mobilenet_v3_large", "backbone_width_mult": 0.25, "use_dsconv": True, "norm": "BN",
-    "pool_kernel": None, "aspp_channels": 16, "project_channels": [8, 8], "sem_decoder_channels": 16,
-    "sem_head_channels": 16, "ins_decoder_channels": 16, "ins_head_channels": 8,
-    "depth_decoder_channels": 16, "depth_head_channels": 16,
-}  # fmt: skip
 
 
 def test_eval_cli_writes_metrics(tmp_path, capsys):
@@ -35,10 +29,10 @@ def _run_eval_cli(tmp_path, capsys):
     data = tmp_path / "data"
     write_dataset(data, 2, (64, 128), seed=11, split="val")
     torch.manual_seed(0)
-    model = build_model(from_dict(ModelConfig, TINY_MODEL))
+    model = build_model(from_dict(ModelConfig, NARROW_MODEL))
     save_safetensors(model.state_dict(), tmp_path / "w.safetensors")
     (tmp_path / "m.yaml").write_text(
-        yaml.safe_dump({"model": TINY_MODEL, "input": {"height": 64, "width": 128}})
+        yaml.safe_dump({"model": NARROW_MODEL, "input": {"height": 64, "width": 128}})
     )
     out = tmp_path / "out"
     args = ["eval", "--config", str(tmp_path / "m.yaml"), "--weights", str(tmp_path / "w.safetensors"),

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from tiny_models import NARROW_MODEL
 
 from panoptic_depthlab_core.data.cityscapes import (
     disparity_to_depth,
@@ -41,12 +42,6 @@ SIZE = (128, 256)
 FRAMES = 3
 TRAIN_OF_LABEL = {c.label_id: c.train_id for c in CITYSCAPES_CLASSES}
 NAME_OF_TRAIN = {c.train_id: c.name for c in CITYSCAPES_CLASSES}
-TINY_MODEL = {
-    "backbone": "mobilenet_v3_large", "backbone_width_mult": 0.25, "use_dsconv": True, "norm": "BN",
-    "pool_kernel": None, "aspp_channels": 16, "project_channels": [8, 8], "sem_decoder_channels": 16,
-    "sem_head_channels": 16, "ins_decoder_channels": 16, "ins_head_channels": 8,
-    "depth_decoder_channels": 16, "depth_head_channels": 16,
-}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -177,10 +172,10 @@ def test_eval_cli_save_predictions_scored_by_cityscapesscripts(dataset: Path, tm
     torch.set_num_threads(1)  # a shared 2-core CPU
     try:
         torch.manual_seed(0)
-        model = build_model(from_dict(ModelConfig, TINY_MODEL))
+        model = build_model(from_dict(ModelConfig, NARROW_MODEL))
         save_safetensors(model.state_dict(), tmp_path / "w.safetensors")
         (tmp_path / "m.yaml").write_text(
-            yaml.safe_dump({"model": TINY_MODEL, "input": {"height": SIZE[0], "width": SIZE[1]}})
+            yaml.safe_dump({"model": NARROW_MODEL, "input": {"height": SIZE[0], "width": SIZE[1]}})
         )
         out, pred = tmp_path / "metrics", tmp_path / "pred"
         argv = ["eval", "--config", str(tmp_path / "m.yaml"), "--weights", str(tmp_path / "w.safetensors"),
@@ -211,10 +206,10 @@ def test_infer_cli_export_decodes_to_the_predictor_ids(dataset: Path, tmp_path: 
     torch.set_num_threads(1)
     try:
         torch.manual_seed(1)
-        model = build_model(from_dict(ModelConfig, TINY_MODEL))
+        model = build_model(from_dict(ModelConfig, NARROW_MODEL))
         save_safetensors(model.state_dict(), tmp_path / "w.safetensors")
         cfg = tmp_path / "m.yaml"
-        cfg.write_text(yaml.safe_dump({"model": TINY_MODEL, "input": {"height": SIZE[0], "width": SIZE[1]}}))
+        cfg.write_text(yaml.safe_dump({"model": NARROW_MODEL, "input": {"height": SIZE[0], "width": SIZE[1]}}))
         images = sorted((dataset / "leftImg8bit" / "val").glob("*/*.png"))[:2]
         pred = tmp_path / "pred"
         argv = ["infer", *map(str, images), "--out", str(tmp_path / "vis"), "--config", str(cfg),

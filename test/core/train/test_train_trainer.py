@@ -13,18 +13,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_models import NARROW_MODEL
 
 from panoptic_depthlab_core.config import ConfigError, from_dict
 from panoptic_depthlab_core.train.checkpoint import CheckpointError, CheckpointManager
 from panoptic_depthlab_core.train.config import TrainConfig, load_train_config
 from panoptic_depthlab_core.weights import load_safetensors
 
-TINY_MODEL = {
-    "backbone": "mobilenet_v3_large", "backbone_width_mult": 0.25, "use_dsconv": True, "norm": "SyncBN",
-    "pool_kernel": None, "aspp_channels": 16, "project_channels": [8, 8], "sem_decoder_channels": 16,
-    "sem_head_channels": 16, "ins_decoder_channels": 16, "ins_head_channels": 8,
-    "depth_decoder_channels": 16, "depth_head_channels": 16,
-}  # fmt: skip
+TRAIN_MODEL = {**NARROW_MODEL, "norm": "SyncBN"}
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +44,7 @@ def make_cfg(out: Path, root: Path, **sections) -> TrainConfig:
         "output_dir": str(out),
         "seed": 7,
         "cpu_threads": 1,
-        "model": dict(TINY_MODEL),
+        "model": dict(TRAIN_MODEL),
         "data": {"root": str(root), "crop_size": [64, 128], "scale_range": [0.75, 1.25], "num_workers": 0},
         "solver": {"max_iter": 6, "ims_per_batch": 2, "warmup_iters": 2, "base_lr": 0.003},
         "checkpoint": {"period": 3},
@@ -190,7 +186,7 @@ def _initial_weights(tmp_path: Path) -> tuple[Path, dict[str, torch.Tensor]]:
     from panoptic_depthlab_core.weights import save_safetensors
 
     init = tmp_path / "init.safetensors"
-    start = build_model(from_dict(TrainConfig, {"model": TINY_MODEL}).model).state_dict()
+    start = build_model(from_dict(TrainConfig, {"model": TRAIN_MODEL}).model).state_dict()
     save_safetensors(start, init)
     return init, start
 
