@@ -1,6 +1,7 @@
 # Two commands do everything on a fresh machine: `make demo` and `make test`.
-# Each creates .venv if missing, installs the pinned requirements, builds vision_msgs into the venv,
-# then runs. Finished steps are remembered in .venv/.stamps and skipped on the next run.
+# Each creates .venv if missing, installs the pinned requirements, builds the interface packages (vision_msgs,
+# panoptic_depthlab_msgs) into the venv, then runs. Finished steps are remembered in .venv/.stamps and skipped on the
+# next run.
 
 PYTHON ?= python3
 VENV := .venv
