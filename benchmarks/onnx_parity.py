@@ -26,7 +26,12 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from panoptic_depthlab_core.export.onnx_export import export_onnx, onnx_parity, realistic_test_image  # noqa: E402
+from panoptic_depthlab_core.export.onnx_export import (  # noqa: E402
+    export_onnx,
+    onnx_parity,
+    realistic_test_image,
+    with_trained_like_statistics,
+)
 from panoptic_depthlab_core.model import build_model, load_model_config  # noqa: E402
 from panoptic_depthlab_core.predictor import DEFAULT_CONFIG, DEFAULT_WEIGHTS  # noqa: E402
 from panoptic_depthlab_core.weights import load_model_weights  # noqa: E402
@@ -39,19 +44,6 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def trained_like(model: torch.nn.Module) -> torch.nn.Module:
-    """BN statistics with spread and predictors with trained-like magnitudes (see the unit test)."""
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.2, 0.2)
-                m.running_var.uniform_(0.5, 2.0)
-        for name, m in model.named_modules():
-            if name.endswith("predictor") and isinstance(m, torch.nn.Conv2d):
-                m.weight.normal_(0, 5.0 / m.in_channels**0.5)
-    return model
-
-
 def build(name: str) -> tuple[torch.nn.Module, tuple[int, int], str]:
     torch.manual_seed(0)
     if name == "default":
@@ -61,7 +53,7 @@ def build(name: str) -> tuple[torch.nn.Module, tuple[int, int], str]:
         weights = "shipped default model weights"
     else:
         cfg = load_model_config(REPO / "config" / "models" / f"{name}.yaml")
-        model = trained_like(build_model(cfg))
+        model = with_trained_like_statistics(build_model(cfg))
         weights = "random, trained-like magnitudes"
     config_path = DEFAULT_CONFIG if name == "default" else REPO / "config" / "models" / f"{name}.yaml"
     raw = yaml.safe_load(Path(config_path).read_text())

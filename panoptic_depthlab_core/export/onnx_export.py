@@ -265,6 +265,22 @@ def check_parity(
     return diffs
 
 
+def with_trained_like_statistics(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` (in place, returned) with BatchNorm statistics of realistic spread and predictor
+    weights of trained-like magnitude, for parity checks of untrained models: fresh BN statistics are
+    the identity and detectron2 initialises predictors with std 0.001, which makes every output ~0 and
+    any tolerance meaningless; logits of several units exercise the real numerics. Uses torch's RNG."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
+        for name, m in model.named_modules():
+            if name.endswith("predictor") and isinstance(m, torch.nn.Conv2d):
+                m.weight.normal_(0, 5.0 / m.in_channels**0.5)
+    return model
+
+
 def realistic_test_image(height: int, width: int, seed: int = 0) -> np.ndarray:
     """A street-like uint8 RGB image (sky/road gradients, boxes, discs, mild noise) for parity checks:
     smooth regions and hard edges, unlike pure noise, which no real camera produces."""

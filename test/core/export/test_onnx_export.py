@@ -16,6 +16,7 @@ from panoptic_depthlab_core.export.onnx_export import (
     model_fingerprint,
     onnx_parity,
     realistic_test_image,
+    with_trained_like_statistics,
 )
 from panoptic_depthlab_core.model import OUTPUT_NAMES, build_model, load_model_config
 
@@ -28,19 +29,7 @@ def _model(name: str) -> torch.nn.Module:
     if cfg.pool_kernel is not None:
         cfg.pool_kernel = (2, 4)  # windowed ASPP pooling at test size (crop/16 of a 32x64 crop)
     torch.manual_seed(0)
-    model = build_model(cfg).eval()
-    # Fresh BN statistics are identity; give them realistic spread so the test exercises real numerics.
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.2, 0.2)
-                m.running_var.uniform_(0.5, 2.0)
-        # detectron2 initialises predictors with std 0.001, which makes every output ~0 and any
-        # tolerance meaningless; trained-like magnitudes (logits of several units) test real numerics.
-        for name, m in model.named_modules():
-            if name.endswith("predictor") and isinstance(m, torch.nn.Conv2d):
-                m.weight.normal_(0, 5.0 / m.in_channels**0.5)
-    return model
+    return with_trained_like_statistics(build_model(cfg).eval())
 
 
 @pytest.fixture(scope="module")

@@ -32,7 +32,7 @@ from tiny_models import TINY_MODEL, tiny_model_config
 from panoptic_depthlab_core.cli import main
 from panoptic_depthlab_core.export.artefacts import onnx_precision
 from panoptic_depthlab_core.export.calibration import CalibrationDataReader, SyntheticSource
-from panoptic_depthlab_core.export.onnx_export import export_onnx, realistic_test_image
+from panoptic_depthlab_core.export.onnx_export import export_onnx, realistic_test_image, with_trained_like_statistics
 from panoptic_depthlab_core.export.precision import (
     check_precision_parity,
     convert_to_fp16,
@@ -58,15 +58,7 @@ BOUNDS = {
 def _trained_like(model: torch.nn.Module) -> torch.nn.Module:
     """BN statistics with spread and predictors with trained-like magnitudes (see test_onnx_export)."""
     torch.manual_seed(0)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.2, 0.2)
-                m.running_var.uniform_(0.5, 2.0)
-        for name, m in model.named_modules():
-            if name.endswith("predictor") and isinstance(m, torch.nn.Conv2d):
-                m.weight.normal_(0, 5.0 / m.in_channels**0.5)
-    return model.eval()
+    return with_trained_like_statistics(model).eval()
 
 
 def _tiny() -> torch.nn.Module:
