@@ -14,18 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from panoptic_depthlab_core.image_messages import (  # noqa: F401 - the readers, for the node's modules
-    DEFAULT_MAX_PIXELS,
-    SUPPORTED_INPUT_ENCODINGS,
-    ImageConversionError,
-    MessageConversionError,
-    compressed_msg_to_device,
-    compressed_msg_to_rgb,
-    image_message_to_rgb,
-    image_msg_to_array,
-    image_msg_to_rgb,
-    is_compressed,
-)
+from panoptic_depthlab_core.image_messages import MessageConversionError
 
 
 class CameraInfoError(MessageConversionError):

@@ -29,6 +29,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from vision_msgs.msg import Detection2DArray, Detection3DArray, LabelInfo
 from visualization_msgs.msg import MarkerArray
 
+from panoptic_depthlab_core.image_messages import MessageConversionError
 from panoptic_depthlab_core.memory import retain_freed_memory
 from panoptic_depthlab_core.runtime.gpu_pipeline import jpeg_decoder
 from panoptic_depthlab_ros import messages as msgs
@@ -41,7 +42,7 @@ from panoptic_depthlab_ros.diagnostics import (
     diagnostic_array,
     node_status,
 )
-from panoptic_depthlab_ros.image_conversion import MessageConversionError, camera_info_to_K
+from panoptic_depthlab_ros.image_conversion import camera_info_to_K
 from panoptic_depthlab_ros.image_publisher import ImagePublisher
 from panoptic_depthlab_ros.params import (
     CONFIGURE_TIME_PARAMETERS,

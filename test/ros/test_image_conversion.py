@@ -16,15 +16,17 @@ import cv2
 import numpy as np
 import pytest
 
-from panoptic_depthlab_ros.bag_types import make_typestore
-from panoptic_depthlab_ros.image_conversion import (
-    CameraInfoError,
+from panoptic_depthlab_core.image_messages import (
     ImageConversionError,
-    camera_info_to_K,
-    check_camera_info_matches,
     compressed_msg_to_rgb,
     image_msg_to_array,
     image_msg_to_rgb,
+)
+from panoptic_depthlab_ros.bag_types import make_typestore
+from panoptic_depthlab_ros.image_conversion import (
+    CameraInfoError,
+    camera_info_to_K,
+    check_camera_info_matches,
     numpy_to_image_msg,
     scale_camera_info,
 )
@@ -419,7 +421,7 @@ def _jpeg_of(rgb: np.ndarray) -> bytes:
 
 
 def test_device_decode_on_cpu_is_the_cpu_decode() -> None:
-    from panoptic_depthlab_ros.image_conversion import compressed_msg_to_device
+    from panoptic_depthlab_core.image_messages import compressed_msg_to_device
 
     jpg = _jpeg_of(_rgb(7, 32, 48))
     out = compressed_msg_to_device(_compressed(jpg), "cpu")
@@ -434,7 +436,7 @@ def test_device_decode_on_cuda_matches_cpu_and_reports_corrupt_jpeg() -> None:
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
         pytest.skip("CUDA not available: nvJPEG decoding needs an NVIDIA GPU")
-    from panoptic_depthlab_ros.image_conversion import compressed_msg_to_device
+    from panoptic_depthlab_core.image_messages import compressed_msg_to_device
 
     rgb = np.zeros((64, 96, 3), np.uint8)
     rgb[:, :48] = (200, 30, 10)

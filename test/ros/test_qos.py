@@ -76,7 +76,8 @@ def test_auto_profile_receives_best_effort_and_reliable_publishers(rclpy_context
     from rclpy.executors import SingleThreadedExecutor
     from sensor_msgs.msg import Image
 
-    from panoptic_depthlab_ros.image_conversion import image_msg_to_rgb, numpy_to_image_msg
+    from panoptic_depthlab_core.image_messages import image_msg_to_rgb
+    from panoptic_depthlab_ros.image_conversion import numpy_to_image_msg
 
     node = rclpy.create_node("qos_helper_test", context=rclpy_context)
     executor = SingleThreadedExecutor(context=rclpy_context)
