@@ -89,8 +89,10 @@ def test_camera_info_replaced_while_its_frame_runs_is_counted_once(counter_outpu
     raced = False
     try:
         # The 6 MB image reaches the node after a CameraInfo sent just after it: wait a little
-        # longer each attempt before sending the good one (the frame takes ~150-400 ms here).
-        for attempt, delay_s in enumerate((0.04, 0.08, 0.12, 0.18, 0.25)):
+        # longer each attempt before sending the good one. How long the frame runs depends on the
+        # machine's load (tens of ms when quiet, hundreds when busy), so the delays start at zero
+        # and step finely.
+        for attempt, delay_s in enumerate((0.0, 0.01, 0.02, 0.03, 0.04, 0.06, 0.08, 0.1, 0.12, 0.15, 0.18, 0.25)):
             before = int(latest_diagnostics(client, pdl_node.fqn).get(key, "0"))
             info_before = int(latest_diagnostics(client, pdl_node.fqn).get("camera_info_received", "0"))
             pubs["camera_info"].publish(bad)
