@@ -8,8 +8,11 @@ time goes, which ops stayed fp32) and the CPU's int8 dot-product instructions. W
 benchmarks/results/precision_<machine>.json. ``--levers`` (from the files of an earlier run) measures
 instead the int8 levers (per-channel, calibration method and size, excluded nodes, pre-processing,
 activation type, graph optimisation level, QOperator vs QDQ): precision_levers_<machine>.json.
+``--sensitivity`` (from an earlier run's ``int8-stem-int8`` file) takes the Q/DQ pair off one
+activation at a time and measures how much closer to fp32 each tensor alone brings the network:
+precision_sensitivity_<machine>.json (why the stem stays fp32 by default).
 
-    .venv/bin/python benchmarks/precision.py --data data/synth256 [--levers]
+    .venv/bin/python benchmarks/precision.py --data data/synth256 [--levers | --sensitivity]
 
 ``--data`` is a Cityscapes-layout set with a ``val`` split; when it does not exist it is rendered
 with the default model's documented val command (``synth --num 100 --size 256x512 --seed 7``).
@@ -41,11 +44,13 @@ from panoptic_depthlab_core.export.calibration import CalibrationDataReader  # n
 from panoptic_depthlab_core.export.onnx_export import export_onnx  # noqa: E402
 from panoptic_depthlab_core.export.precision import (  # noqa: E402
     convert_to_fp16,
+    default_fp32_nodes,
     input_normalisation_nodes,
     onnx_metadata,
     output_tail_nodes,
     quantize_int8,
     set_onnx_metadata,
+    stem_nodes,
 )
 from panoptic_depthlab_core.predictor import Predictor  # noqa: E402
 from panoptic_depthlab_core.preprocess import letterbox_rgb  # noqa: E402
@@ -53,6 +58,9 @@ from panoptic_depthlab_core.preprocess import letterbox_rgb  # noqa: E402
 # the int8 file for ONNX Runtime on a CPU: uint8 asymmetric activations (export onnx --precision int8
 # --int8-uint8-activations); "int8" is the default, symmetric form TensorRT builds from
 INT8_CPU = "int8-uint8act"
+# the default int8 file with its stem quantized too (the default before the sensitivity analysis):
+# what keeping the stem fp32 buys, measured in the same run
+INT8_STEM = "int8-stem-int8"
 
 
 def cpu_flags() -> dict:
@@ -194,13 +202,17 @@ def main() -> int:
     ap.add_argument("--split", default="val")
     ap.add_argument("--limit", type=int, default=0, help="evaluate only the first N frames (0 = all)")
     ap.add_argument("--calib", default="synthetic", help="int8 calibration source (default: synthetic seed 1)")
-    ap.add_argument("--calib-images", type=int, default=64)
+    ap.add_argument("--calib-images", type=int, default=32, help="int8 calibration images (the export CLI's default)")
     ap.add_argument("--threads", type=int, default=0, help="ORT intra-op threads (0 = usable cores)")
     ap.add_argument("--timing-frames", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument(
         "--levers", action="store_true",
         help="instead: the int8 levers, from an earlier run's files in --work (precision_levers_<machine>.json)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--sensitivity", action="store_true",
+        help="instead: per-activation sensitivity of --work's int8-stem-int8 file (precision_sensitivity_*.json)",
     )  # fmt: skip
     ap.add_argument("--work", default="", help="folder for the ONNX files (default: a temporary one)")
     ap.add_argument("--out", default="")
@@ -232,6 +244,16 @@ def main() -> int:
         levers(paths, reader, inputs, threads, args, work, out)
         print(f"wrote {out}", file=sys.stderr)
         return 0
+    if args.sensitivity:
+        name = f"precision_sensitivity_{machine_slug(info)}.json"
+        out = Path(args.out) if args.out else REPO / "benchmarks" / "results" / name
+        inputs = network_inputs(records, 12)
+        stem_int8, default = work / f"{INT8_STEM}.onnx", {"int8 (stem fp32)": work / "int8.onnx"}
+        report["sensitivity"] = sensitivity(work / "fp32.onnx", stem_int8, inputs, threads, default)
+        report["load_average_at_end"] = os.getloadavg()
+        out.write_text(json.dumps(report, indent=1) + "\n")
+        print(f"wrote {out}", file=sys.stderr)
+        return 0
     out = Path(args.out) if args.out else REPO / "benchmarks" / "results" / f"precision_{machine_slug(info)}.json"
     # --resume: files in --work and the accuracy of an earlier run (same frames) are reused; the
     # timing is always measured again, all files interleaved in this run
@@ -242,6 +264,7 @@ def main() -> int:
         "fp16": lambda path: convert_to_fp16(work / "fp32.onnx", path),
         "int8": lambda path: quantize_int8(work / "fp32.onnx", path, reader),
         INT8_CPU: lambda path: quantize_int8(work / "fp32.onnx", path, reader, symmetric_activations=False),
+        INT8_STEM: lambda path: quantize_int8(work / "fp32.onnx", path, reader, exclude_nodes=_stem_int8),
     }
     paths, report["export_s"] = {}, dict(earlier.get("export_s", {}))
     for name, make in makers.items():
@@ -256,9 +279,9 @@ def main() -> int:
         for k, p in paths.items()
     }
     report["fp32_nodes"] = {
-        k: onnx_metadata(paths[k]).get("fp32_node_names", "").split(",") for k in ("fp16", "int8", INT8_CPU)
+        k: onnx_metadata(paths[k]).get("fp32_node_names", "").split(",") for k in ("fp16", "int8", INT8_CPU, INT8_STEM)
     }
-    report["int8_convs"] = {k: quantized_share(paths[k]) for k in ("int8", INT8_CPU)}
+    report["int8_convs"] = {k: quantized_share(paths[k]) for k in ("int8", INT8_CPU, INT8_STEM)}
 
     report["accuracy"] = {}
     for k, p in paths.items():
@@ -266,7 +289,7 @@ def main() -> int:
             report["accuracy"][k] = earlier["accuracy"][k]
         else:
             print(f"evaluating {k} on {len(records)} frames", file=sys.stderr)
-            report["accuracy"][k] = evaluate(p, "int8" if k == INT8_CPU else k, records, threads)
+            report["accuracy"][k] = evaluate(p, "int8" if k.startswith("int8") else k, records, threads)
     inputs = network_inputs(records, args.timing_frames)
     report["load_average_before_timing"] = os.getloadavg()
     report["network_time"] = time_sessions(paths, inputs, threads, args.rounds)
@@ -285,33 +308,13 @@ def main() -> int:
             "speedup": report["speedup_vs_fp32"][k],
             "speedup_ok": report["speedup_vs_fp32"][k] >= 1.5,
         }
-        for k in ("int8", INT8_CPU)
+        for k in ("int8", INT8_CPU, INT8_STEM)
     }
     print(json.dumps({"accuracy": acc, "speedup": report["speedup_vs_fp32"]}, indent=1), file=sys.stderr)
     report["load_average_at_end"] = os.getloadavg()
     out.write_text(json.dumps(report, indent=1) + "\n")
-    print(markdown(report))
-    print(f"wrote {out}", file=sys.stderr)
+    print(f"wrote {out}; the README and docs/precision.md tables: scripts/gen_readme_tables.py", file=sys.stderr)
     return 0
-
-
-def markdown(report: dict) -> str:
-    """The docs/precision.md table from a report."""
-    acc, net = report.get("accuracy", {}), report.get("network_time", {})
-    lines = [] if not acc else [
-        "| precision | PQ | PQ things / stuff | mIoU | AbsRel | distance error mean (m) / median rel | "
-        "network ms (best round / median round) | speed vs fp32 | file MB |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for k, a in acc.items():
-        lines.append(
-            f"| {k} | {a['pq']:.2f} | {a['pq_things']:.1f} / {a['pq_stuff']:.1f} | {a['miou']:.2f} | "
-            f"{a['abs_rel']:.4f} | "
-            f"{a['distance_mean_abs_m']:.3f} / {a['distance_median_rel']:.4f} | "
-            f"{net[k]['ms_min_round']:.1f} / {net[k]['ms_median_round']:.1f} | "
-            f"{report['speedup_vs_fp32'][k]:.2f}x | {report['files'][k]['bytes'] / 1e6:.1f} |"
-        )
-    return "\n".join(lines)
 
 
 def agreement(reference, path: Path, inputs: list[np.ndarray], threads: int) -> dict:
@@ -346,17 +349,20 @@ def levers(paths, reader, inputs, threads, args, work: Path, out: Path) -> dict:
         return [n.name for n in m.graph.node if not n.name.startswith("/model/backbone")]
 
     variants: dict[str, dict] = {
-        "default (per-channel, minmax, tails+predictors fp32, pre-processed, int8 symmetric)": {},
+        "default (per-channel, percentile 99.99, 32 images, normalisation+tails+predictors+stem fp32, "
+        "pre-processed, int8 symmetric)": {},
+        "stem int8 too": {"exclude_nodes": _stem_int8},
+        "calibration minmax": {"method": "minmax"},
+        "calibration entropy": {"method": "entropy"},
+        "calibration percentile 99.999": {"percentile": 99.999},
+        "16 calibration images": {"images": 16},
         "uint8 asymmetric activations (CPU only; TensorRT needs symmetric)": {"symmetric_activations": False},
         "per-tensor weights": {"per_channel": False},
-        "16 calibration images": {"images": 16},
-        "calibration percentile 99.999": {"method": "percentile"},
         "decoders fp32 (backbone int8)": {"exclude_nodes": heads},
         "tails fp32, predictors int8": {"exclude_nodes": tails},
         "only the normalisation fp32": {"exclude_nodes": norm},
         "op types: Conv only": {"op_types": ["Conv"]},
         "no quant_pre_process": {"preprocess": False},
-        "calibration entropy": {"method": "entropy"},
     }
     ref_session = session(paths["fp32"], threads)
     reference = [ref_session.run(None, {"images": x}) for x in inputs]
@@ -400,6 +406,90 @@ def levers(paths, reader, inputs, threads, args, work: Path, out: Path) -> dict:
                     "speedup_vs_fp32": t["fp32"]["ms_min_round"] / t["int8"]["ms_min_round"],
                 }
     return results
+
+
+def _stem_int8(model: onnx.ModelProto) -> list[str]:
+    """The default fp32 nodes without the stem's (the stem quantized like the rest)."""
+    stem = set(stem_nodes(model))
+    return [n for n in default_fp32_nodes(model) if n not in stem]
+
+
+def without_activation_qdq(model: onnx.ModelProto, tensors: set[str]) -> onnx.ModelProto:
+    """``model`` with the QuantizeLinear/DequantizeLinear pairs of the activations ``tensors``
+    taken off (those tensors run fp32; the weights stay int8)."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    readers: dict[str, list] = defaultdict(list)
+    for node in out.graph.node:
+        for name in node.input:
+            readers[name].append(node)
+    dropped, rewired = set(), {}
+    for node in out.graph.node:
+        if node.op_type == "QuantizeLinear" and node.input[0] in tensors:
+            dropped.add(node.name)
+            for dq in readers[node.output[0]]:
+                if dq.op_type == "DequantizeLinear":
+                    dropped.add(dq.name)
+                    rewired[dq.output[0]] = node.input[0]
+    kept = [n for n in out.graph.node if n.name not in dropped]
+    for node in kept:
+        node.input[:] = [rewired.get(i, i) for i in node.input]
+    del out.graph.node[:]
+    out.graph.node.extend(kept)
+    return out
+
+
+def sensitivity(
+    fp32_path: Path, int8_path: Path, inputs: list[np.ndarray], threads: int, compare: dict[str, Path]
+) -> dict:
+    """Per activation of ``int8_path``: its agreement with fp32 when only that tensor's Q/DQ pair is
+    taken off (semantic argmax agreement, center heatmap and offset mean abs error, depth relative
+    error), ranked by ``gain``: the summed relative improvement of the first three over the
+    unchanged file. The tensors at the top are where int8 costs the most. ``compare``: other
+    files scored the same way (the default int8 file)."""
+    import onnxruntime as ort
+
+    reference = [session(fp32_path, threads).run(None, {"images": x}) for x in inputs]
+    model = onnx.load(str(int8_path))
+    initializers = {t.name for t in model.graph.initializer}
+    activations = [
+        n.input[0] for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] not in initializers
+    ]
+
+    def score(m: onnx.ModelProto) -> dict[str, float]:
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.log_severity_level = 3  # the taken-off pairs leave unused scales behind: expected
+        s = ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        sem, center, offset, depth = [], [], [], []
+        for x, ref in zip(inputs, reference, strict=True):
+            got = s.run(None, {"images": x})
+            sem.append(float((got[0].argmax(1) == ref[0].argmax(1)).mean()))
+            center.append(float(np.abs(got[1] - ref[1]).mean()))
+            offset.append(float(np.abs(got[2] - ref[2]).mean()))
+            depth.append(float((np.abs(got[3] - ref[3]) / np.maximum(ref[3], 1e-3)).mean()))
+        return {"semantic_agreement": float(np.mean(sem)), "center_abs": float(np.mean(center)),
+                "offset_px": float(np.mean(offset)), "depth_rel": float(np.mean(depth))}  # fmt: skip
+
+    base = score(model)
+
+    def gain(v: dict[str, float]) -> float:
+        return (
+            (v["semantic_agreement"] - base["semantic_agreement"]) / (1.0 - base["semantic_agreement"])
+            + (base["center_abs"] - v["center_abs"]) / base["center_abs"]
+            + (base["offset_px"] - v["offset_px"]) / base["offset_px"]
+        )
+
+    per_tensor = {}
+    for i, tensor in enumerate(activations):
+        v = score(without_activation_qdq(model, {tensor}))
+        per_tensor[tensor] = {**v, "gain": gain(v)}
+        if i % 25 == 0:
+            print(f"sensitivity {i}/{len(activations)}", file=sys.stderr)
+    ranked = dict(sorted(per_tensor.items(), key=lambda kv: -kv[1]["gain"]))
+    others = {name: score(onnx.load(str(path))) for name, path in compare.items()}
+    return {"file": int8_path.name, "frames": len(inputs), "activations": len(activations), "unchanged": base,
+            "compared_files": others, "per_tensor": ranked}  # fmt: skip
 
 
 def _qoperator(src: Path, dst: Path, reader) -> None:

@@ -1,14 +1,18 @@
 #!/usr/bin/env python3
-"""Write the ROS interface tables (topics, parameters) into README.md and docs/ros.md from params.py.
+"""Write the generated tables into README.md and docs/: the ROS interface (topics, parameters) from
+params.py, and what each precision costs from the precision benchmark's JSON.
 
 ``panoptic_depthlab_ros/params.py`` is the one table of node parameters (type, default, range,
-description, configure/live); the README and docs/ros.md show it between markers
+description, configure/live); ``benchmarks/results/precision_<machine>.json`` (written by
+``benchmarks/precision.py``) is the one record of the precision measurements. The README and docs
+show them between markers
 
     <!-- BEGIN GENERATED: parameters (scripts/gen_readme_tables.py) -->
     ...
     <!-- END GENERATED: parameters -->
 
-and likewise ``topics``. Run it after changing a parameter; ``--check`` (used by the tests) exits 1
+and likewise ``topics`` and ``precision``. Run it after changing a parameter or re-running the
+precision benchmark; ``--check`` (used by the tests) exits 1
 and names the stale blocks instead of writing. Needs no ROS: params.py imports only the stdlib.
 
     python scripts/gen_readme_tables.py [--check]
@@ -17,6 +21,7 @@ and names the stale blocks instead of writing. Needs no ROS: params.py imports o
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 from pathlib import Path
@@ -26,7 +31,24 @@ sys.path.insert(0, str(REPO))
 
 from panoptic_depthlab_ros.params import CONFIGURE_TIME_PARAMETERS, parameter_specs  # noqa: E402
 
-TARGETS = (REPO / "README.md", REPO / "docs" / "ros.md")
+TARGETS = (REPO / "README.md", REPO / "docs" / "ros.md", REPO / "docs" / "precision.md")
+# The precision table's one machine (docs/performance.md: one machine per table).
+PRECISION_RESULTS = REPO / "benchmarks" / "results" / "precision_cpu2-amd-epyc.json"
+# The files the precision benchmark measures: what each is, how it is made, where it runs.
+PRECISION_FILES = {
+    "fp32": ("fp32", "`--precision fp32` (the default)", "everywhere"),
+    "fp16": ("fp16 (sensitive parts fp32)", "`--precision fp16`", "GPUs (a CPU runs it, no faster)"),
+    "int8": (
+        "int8, symmetric activations (default int8)",
+        "`--precision int8`",
+        "TensorRT (a CPU runs it, slower)",
+    ),
+    "int8-uint8act": (
+        "int8, uint8 activations",
+        "`--precision int8 --int8-uint8-activations`",
+        "ONNX Runtime on a CPU only",
+    ),
+}  # the JSON's int8-stem-int8 (a comparison, not a file users make) is in docs/precision.md's text
 # Input topics: type, content, and the parameter value that selects each.
 INPUT_TOPICS = (
     ("image", "sensor_msgs/Image", "the camera image (docs/ros.md lists the encodings)", "image_transport: raw"),
@@ -112,7 +134,42 @@ def topics_table() -> str:
     return "\n".join(rows)
 
 
-TABLES = {"topics": topics_table, "parameters": parameters_table}
+def precision_table() -> str:
+    """What each precision costs on synthetic val and how fast its network runs in ONNX Runtime,
+    from the precision benchmark's JSON (one machine, named under the table)."""
+    report = json.loads(PRECISION_RESULTS.read_text())
+    acc, net, speed = report["accuracy"], report["network_time"], report["speedup_vs_fp32"]
+    rows = [
+        "| file | made by `export onnx` | runs on | PQ | mIoU | AbsRel | segment distance error (m) "
+        "| network ms | vs fp32 | MB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for key, (what, made, runs) in PRECISION_FILES.items():
+        if key not in acc:
+            continue
+        a = acc[key]
+        rows.append(
+            f"| {what} | {made} | {runs} | {a['pq']:.2f} | {a['miou']:.2f} | {a['abs_rel']:.4f} | "
+            f"{a['distance_mean_abs_m']:.2f} | {net[key]['ms_min_round']:.1f} | {speed[key]:.2f}x | "
+            f"{report['files'][key]['bytes'] / 1e6:.1f} |"
+        )
+    machine = report["machine"]
+    load = report.get("load_average_before_timing", [float("nan")])[0]
+    calib = report["files"]["int8"]["metadata"]
+    rows.append("")
+    rows.append(
+        f"The shipped default model at 256x512, {acc['fp32']['frames']} synthetic val frames through the "
+        f"Predictor end to end; network ms: ONNX Runtime {machine['onnxruntime']} alone "
+        f"(`CPUExecutionProvider`, {report['threads']} threads, best of {len(net['fp32']['rounds_ms'])} "
+        f"interleaved rounds) on {machine['cpu_cores_usable']} cores of an {machine['cpu']} "
+        f"(load {load:.1f}). int8 calibration: {calib.get('calibration.method', '?')} over "
+        f"{calib.get('calibration.images', '?')} frames of {calib.get('calibration.source', '?')}. "
+        f"`{PRECISION_RESULTS.relative_to(REPO)}`, `benchmarks/precision.py`."
+    )
+    return "\n".join(rows)
+
+
+TABLES = {"topics": topics_table, "parameters": parameters_table, "precision": precision_table}
 
 
 def block_pattern(name: str) -> re.Pattern[str]:

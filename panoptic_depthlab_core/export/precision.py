@@ -16,6 +16,13 @@ What stays fp32, and why (measured on the default model over synthetic val, docs
   would get 256 levels, i.e. errors of a pixel / a third of a metre by construction.
 - int8 only: the heads' predictor convs (the last conv of each head), which produce the logits,
   center heatmap, offsets and depth logit; quantizing their outputs costs accuracy for ~nothing.
+- int8 only: the backbone's stem (first conv and its activation) and the nodes reading its output.
+  Taking the Q/DQ pair off one activation at a time (``benchmarks/precision.py --sensitivity``)
+  shows the stem's output as by far the most sensitive tensor of the default model: its rounding
+  is inherited by every later layer (a depthwise conv and a residual carry it on; no channel sum
+  averages it out), and int8 there costs most of the symmetric file's PQ loss
+  (docs/precision.md). In MobileNetV3 that is a 3-channel conv, a depthwise conv and an add:
+  little work for int8 to speed up.
 """
 
 from __future__ import annotations
@@ -99,6 +106,43 @@ def input_normalisation_nodes(model: onnx.ModelProto) -> list[str]:
             found.append(node.name)
             frontier.extend(node.output)
     return found
+
+
+def stem_nodes(model: onnx.ModelProto) -> list[str]:
+    """The backbone's stem and the nodes that read its output: the first conv(s) after the input
+    normalisation, the element-wise/pooling nodes fed only by them (activation, max-pool), and
+    every node that consumes the stem's output (the next convs, a residual add). Listing the
+    readers too is what keeps the stem's output tensor fp32: ONNX Runtime quantizes a tensor
+    whenever any of its consumers is quantized."""
+    producers = _producers(model.graph)
+    users = _consumers(model.graph)
+    initializers = {t.name for t in model.graph.initializer}
+    normalisation = set(input_normalisation_nodes(model))
+    graph_inputs = {i.name for i in model.graph.input}
+    stem: list[str] = []
+    inside: set[str] = set()  # tensors produced by the stem
+    for node in model.graph.node:
+        if node.op_type != "Conv":
+            continue
+        data = node.input[0]
+        source = producers.get(data)
+        if data in graph_inputs or (source is not None and source.name in normalisation):
+            stem.append(node.name)
+            inside.update(node.output)
+    # walk forward through nodes that read only stem tensors (and constants), stopping at convs
+    changed = True
+    while changed:
+        changed = False
+        for node in model.graph.node:
+            if node.name in stem or node.op_type == "Conv":
+                continue
+            data = [i for i in node.input if i and i not in initializers]
+            if data and all(i in inside for i in data):
+                stem.append(node.name)
+                inside.update(node.output)
+                changed = True
+    readers = [n.name for t in sorted(inside) for n in users.get(t, []) if n.name not in stem]
+    return stem + list(dict.fromkeys(readers))
 
 
 def output_tail_nodes(model: onnx.ModelProto, include_predictors: bool = False) -> list[str]:
@@ -209,10 +253,11 @@ def quantize_int8(
     ``symmetric_activations``: int8 activations with zero point 0, the only form TensorRT builds from
     (its explicit quantization is symmetric); False gives uint8 asymmetric activations, which only
     ONNX Runtime on a CPU can use (and runs much faster there: its ReLUs fold into the zero point).
-    ``exclude_nodes`` None = the input normalisation, the output tails and the heads' predictor
-    convs stay fp32 (module docstring); a callable gets the graph that is quantized (after
-    pre-processing, which renames and fuses nodes). ``preprocess``: ONNX Runtime's
-    ``quant_pre_process`` (shape inference + graph optimisation) first. ``op_types``: the op types
+    ``exclude_nodes`` None = the input normalisation, the output tails, the heads' predictor
+    convs and the backbone's stem stay fp32 (``default_fp32_nodes``, module docstring); a
+    callable gets the graph that is quantized (after pre-processing, which renames and fuses
+    nodes). ``preprocess``: ONNX Runtime's ``quant_pre_process`` (shape inference + graph
+    optimisation) first. ``op_types``: the op types
     to quantize (None = every type ONNX Runtime can quantize).
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -243,7 +288,7 @@ def quantize_int8(
             named = Path(tmp) / "named_prepped.onnx"
             onnx.save(model, str(named))
         if exclude_nodes is None:
-            exclude = input_normalisation_nodes(model) + output_tail_nodes(model, include_predictors=True)
+            exclude = default_fp32_nodes(model)
         elif callable(exclude_nodes):
             exclude = list(exclude_nodes(model))
         else:
@@ -292,6 +337,13 @@ def quantize_int8(
     path = _save(result, out_path)
     log.info("int8 ONNX %s (%s, %.1f s)", path, entries["calibration.source"], time.perf_counter() - start)
     return path
+
+
+def default_fp32_nodes(model: onnx.ModelProto) -> list[str]:
+    """What an int8 file keeps in fp32 by default (module docstring): the input normalisation, the
+    output tails with the heads' predictor convs, and the backbone's stem with its readers."""
+    nodes = input_normalisation_nodes(model) + output_tail_nodes(model, include_predictors=True)
+    return list(dict.fromkeys(nodes + stem_nodes(model)))
 
 
 # ------------------------------------------------------------------------------------- parity

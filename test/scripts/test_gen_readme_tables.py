@@ -1,4 +1,5 @@
-"""The ROS interface tables in README.md and docs/ros.md equal what params.py generates (no drift)."""
+"""The generated tables in README.md and docs/ equal what their sources give (no drift): the ROS
+interface from params.py, the precision costs from the precision benchmark's JSON."""
 
 from __future__ import annotations
 
@@ -24,7 +25,12 @@ gen = _load()
 
 
 @pytest.mark.parametrize(
-    "path,names", [(REPO / "README.md", {"topics", "parameters"}), (REPO / "docs" / "ros.md", {"parameters"})]
+    "path,names",
+    [
+        (REPO / "README.md", {"topics", "parameters", "precision"}),
+        (REPO / "docs" / "ros.md", {"parameters"}),
+        (REPO / "docs" / "precision.md", {"precision"}),
+    ],
 )
 def test_generated_tables_are_current(path: Path, names: set[str]):
     text = path.read_text()
@@ -46,6 +52,22 @@ def test_every_parameter_and_output_is_in_the_tables():
         assert f"`{gen._value(default)}`" in parameters.split(f"| `{name}` |")[1].split("\n")[0]
     for name in (n for n in PARAMETER_NAMES if n.startswith("publish_")):
         assert f"`~/{name.removeprefix('publish_')}`" in topics
+
+
+def test_the_precision_table_shows_the_benchmark_json():
+    import json
+
+    report = json.loads(gen.PRECISION_RESULTS.read_text())
+    table = gen.precision_table()
+    for key, (what, made, _) in gen.PRECISION_FILES.items():
+        row = next(line for line in table.splitlines() if line.startswith(f"| {what} |"))
+        assert made in row
+        assert f"| {report['accuracy'][key]['pq']:.2f} |" in row
+        assert f"| {report['speedup_vs_fp32'][key]:.2f}x |" in row
+    assert report["machine"]["cpu"] in table and str(gen.PRECISION_RESULTS.relative_to(REPO)) in table
+    # the int8 file the table describes is the CLI's default: symmetric, 32 calibration frames
+    meta = report["files"]["int8"]["metadata"]
+    assert meta["activations"] == "int8 symmetric" and meta["calibration.images"] == "32"
 
 
 def test_a_stale_table_is_found_and_rewritten():

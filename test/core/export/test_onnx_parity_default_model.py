@@ -31,3 +31,39 @@ def test_default_model_onnx_parity_at_its_input_size(tmp_path: Path) -> None:
     diffs = onnx_parity(model, path, image)
     assert set(diffs) == set(OUTPUT_NAMES)
     assert all(value <= 1e-3 for value in diffs.values()), diffs
+
+
+@pytest.mark.slow
+def test_default_model_int8_keeps_its_stem_fp32(tmp_path: Path) -> None:
+    """The stem rule on the real weights: the default int8 file (stem fp32) agrees with fp32 far
+    better than the same calibration with the stem quantized (docs/precision.md: the stem's output
+    is the most sensitive tensor)."""
+    from panoptic_depthlab_core.export.calibration import CalibrationDataReader, SyntheticSource
+    from panoptic_depthlab_core.export.precision import default_fp32_nodes, precision_parity, quantize_int8, stem_nodes
+
+    cfg = load_pipeline_config(DEFAULT_CONFIG)
+    hw = (cfg.input.height, cfg.input.width)
+    model = build_model(cfg.model)
+    load_model_weights(model, DEFAULT_WEIGHTS)
+    model.eval()
+    fp32 = export_onnx(model, tmp_path / "fp32.onnx", *hw)
+    reader = CalibrationDataReader(SyntheticSource(seed=1, count=8, size=hw), hw)
+    default = quantize_int8(fp32, tmp_path / "int8.onnx", reader)
+
+    def stem_int8(graph):
+        stem = set(stem_nodes(graph))
+        return [n for n in default_fp32_nodes(graph) if n not in stem]
+
+    stem_quantized = quantize_int8(fp32, tmp_path / "int8_stem.onnx", reader, exclude_nodes=stem_int8)
+    frames = [
+        torch.from_numpy(f).permute(2, 0, 1)[None].float() for f in SyntheticSource(seed=7, count=2, size=hw).images(2)
+    ]  # val's seed; the file has a fixed batch of 1
+
+    def mean_parity(path):
+        runs = [precision_parity(model, path, image) for image in frames]
+        return {key: sum(r[key] for r in runs) / len(runs) for key in runs[0]}
+
+    good, bad = mean_parity(default), mean_parity(stem_quantized)
+    assert good["semantic_agreement"] >= 0.99 and good["offset_mean_abs_px"] <= 1.2, good
+    assert good["offset_mean_abs_px"] <= 0.7 * bad["offset_mean_abs_px"], (good, bad)
+    assert good["depth_rel_mean"] <= 0.8 * bad["depth_rel_mean"], (good, bad)

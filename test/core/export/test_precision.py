@@ -41,6 +41,7 @@ from panoptic_depthlab_core.export.precision import (
     output_tail_nodes,
     precision_parity,
     quantize_int8,
+    stem_nodes,
 )
 from panoptic_depthlab_core.model import build_model, load_model_config
 from panoptic_depthlab_core.runtime.backend import BackendConfig
@@ -164,11 +165,62 @@ def test_sensitive_parts_stay_fp32(tiny_files) -> None:
     int8 = onnx.load(str(files["int8"]))
     excluded = onnx_metadata(int8)["fp32_node_names"].split(",")
     assert sum("predictor" in n for n in excluded) == 4  # the four heads' last convs
+    # the backbone's stem and its readers, and the stem's output is never quantized
+    assert "/model/backbone/features.0/features.0.0/Conv" in excluded
+    assert "/model/backbone/features.1/block/block.0/block.0.0/Conv" in excluded
+    stem_out = "/model/backbone/features.0/features.0.2/HardSwish_output_0"
+    assert any(stem_out in n.output for n in int8.graph.node)
+    assert not [n.name for n in int8.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == stem_out]
     # their weights are float (no DequantizeLinear in front)
     producer8 = {o: n for n in int8.graph.node for o in n.output}
     for node in int8.graph.node:
         if node.name in excluded and node.op_type == "Conv":
             assert node.input[1] not in producer8 or producer8[node.input[1]].op_type != "DequantizeLinear"
+
+
+def _graph(nodes: list[onnx.NodeProto], output: str) -> onnx.ModelProto:
+    """A float graph of ``nodes`` from ``images`` to ``output``, every named weight a constant."""
+    known = {o for n in nodes for o in n.output} | {"images"}
+    weights = sorted({i for n in nodes for i in n.input if i and i not in known})
+    value = onnx.helper.make_tensor_value_info
+    graph = onnx.helper.make_graph(
+        nodes, "g", [value("images", onnx.TensorProto.FLOAT, None)], [value(output, onnx.TensorProto.FLOAT, None)],
+        [onnx.helper.make_tensor(w, onnx.TensorProto.FLOAT, [1], [1.0]) for w in weights],
+    )  # fmt: skip
+    return onnx.helper.make_model(graph)
+
+
+def test_stem_nodes_of_mobilenet_and_resnet_stems() -> None:
+    node = onnx.helper.make_node
+    normalisation = [node("Sub", ["images", "mean"], ["centred"], "sub"), node("Div", ["centred", "std"], ["x"], "div")]
+    # MobileNetV3 after ONNX Runtime's pre-processing: HardSwish as HardSigmoid + Mul, a residual
+    mobilenet = _graph(
+        normalisation + [
+            node("Conv", ["x", "w0"], ["c0"], "stem_conv"),
+            node("HardSigmoid", ["c0"], ["h0"], "stem_hs"),
+            node("Mul", ["c0", "h0"], ["s"], "stem_mul"),
+            node("Conv", ["s", "w1"], ["d1"], "dw_conv"),
+            node("Relu", ["d1"], ["r1"], "dw_relu"),
+            node("Conv", ["r1", "w2"], ["p1"], "pw_conv"),
+            node("Add", ["s", "p1"], ["y"], "residual"),
+            node("Conv", ["y", "w3"], ["out"], "next_conv"),
+        ],
+        "out",
+    )  # fmt: skip
+    assert stem_nodes(mobilenet) == ["stem_conv", "stem_hs", "stem_mul", "dw_conv", "residual"]
+    # detectron2's ResNet stem: conv, ReLU, max-pool, read by res2's first conv and its shortcut
+    resnet = _graph(
+        normalisation + [
+            node("Conv", ["x", "w0"], ["c0"], "conv1"),
+            node("Relu", ["c0"], ["r0"], "relu1"),
+            node("MaxPool", ["r0"], ["m0"], "pool", kernel_shape=[3, 3]),
+            node("Conv", ["m0", "w1"], ["a"], "res2_conv1"),
+            node("Conv", ["m0", "w2"], ["b"], "res2_shortcut"),
+            node("Add", ["a", "b"], ["out"], "res2_add"),
+        ],
+        "out",
+    )  # fmt: skip
+    assert stem_nodes(resnet) == ["conv1", "relu1", "pool", "res2_conv1", "res2_shortcut"]
 
 
 @pytest.mark.parametrize("precision", ["fp16", "int8"])
@@ -271,3 +323,45 @@ def test_histogram_calibration_runs_in_chunks(tiny_files, tmp_path: Path) -> Non
     path = quantize_int8(files["fp32"], tmp_path / "chunked.onnx", reader)
     assert onnx_metadata(path)["calibration.images"] == str(HISTOGRAM_CHUNK + 4)
     _assert_parity(model, path, "int8")
+
+
+def test_sensitivity_probe_takes_one_activation_off_int8(tiny_files) -> None:
+    """benchmarks/precision.py --sensitivity's graph edit: the named activation loses its Q/DQ pair
+    (it runs fp32), every other pair and the int8 weights stay, and the file still runs; with every
+    activation's pair off, only the weights' rounding is left, so the outputs come closer to fp32."""
+    import importlib.util
+
+    import onnxruntime as ort
+
+    script = Path(__file__).resolve().parents[3] / "benchmarks" / "precision.py"
+    spec = importlib.util.spec_from_file_location("precision_benchmark", script)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    model, files = tiny_files
+    int8 = onnx.load(str(files["int8"]))
+    inits = {t.name for t in int8.graph.initializer}
+    activations = [n.input[0] for n in int8.graph.node if n.op_type == "QuantizeLinear" and n.input[0] not in inits]
+    one = bench.without_activation_qdq(int8, {activations[0]})
+
+    def quantized(m):
+        return sorted(n.input[0] for n in m.graph.node if n.op_type == "QuantizeLinear")
+
+    assert activations[0] not in quantized(one)
+    assert len(quantized(one)) == len(quantized(int8)) - 1
+    assert sum(n.op_type == "DequantizeLinear" for n in one.graph.node) == sum(
+        n.op_type == "DequantizeLinear" for n in int8.graph.node
+    ) - 1
+    image = _images(1).numpy()
+    none = bench.without_activation_qdq(int8, set(activations))
+    assert quantized(none) == []  # weights are stored int8 with their DequantizeLinear, no Quantize
+
+    def offsets(m):
+        session = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+        return session.run(["offset"], {"images": image})[0]
+
+    with torch.no_grad():
+        reference = model(torch.from_numpy(image))["offset"].numpy()
+    error_int8 = np.abs(offsets(int8) - reference).mean()
+    error_weights_only = np.abs(offsets(none) - reference).mean()
+    assert np.isfinite(offsets(one)).all()
+    assert error_weights_only < 0.7 * error_int8, (error_weights_only, error_int8)  # measured: 0.50x
