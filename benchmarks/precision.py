@@ -339,14 +339,16 @@ def levers(paths, reader, inputs, threads, args, work: Path, out: Path) -> dict:
     the network outputs of ``inputs`` (the full metrics are the main table's) and timed together.
     Written to ``out`` after every variant (a lever run is long on a busy machine)."""
 
-    def norm(m):
-        return input_normalisation_nodes(m)
+    def norm_and_stem(m):  # the tails and the heads' predictor convs int8 too
+        return input_normalisation_nodes(m) + stem_nodes(m)
 
-    def tails(m):
-        return input_normalisation_nodes(m) + output_tail_nodes(m)
+    def predictors_int8(m):  # the tails fp32, the heads' last convs int8
+        return input_normalisation_nodes(m) + output_tail_nodes(m) + stem_nodes(m)
 
-    def heads(m):  # every node outside the backbone, i.e. the three decoders and heads
-        return [n.name for n in m.graph.node if not n.name.startswith("/model/backbone")]
+    def decoders(m):  # the default's nodes and the three decoders with their heads
+        heads = ("/model/sem_seg_head/", "/model/ins_embed_head/", "/model/depth_head/")
+        outside = [n.name for n in m.graph.node if n.name.startswith(heads)]
+        return list(dict.fromkeys(default_fp32_nodes(m) + outside))
 
     variants: dict[str, dict] = {
         "default (per-channel, percentile 99.99, 32 images, normalisation+tails+predictors+stem fp32, "
@@ -358,9 +360,9 @@ def levers(paths, reader, inputs, threads, args, work: Path, out: Path) -> dict:
         "16 calibration images": {"images": 16},
         "uint8 asymmetric activations (CPU only; TensorRT needs symmetric)": {"symmetric_activations": False},
         "per-tensor weights": {"per_channel": False},
-        "decoders fp32 (backbone int8)": {"exclude_nodes": heads},
-        "tails fp32, predictors int8": {"exclude_nodes": tails},
-        "only the normalisation fp32": {"exclude_nodes": norm},
+        "decoders fp32 too (only the backbone int8)": {"exclude_nodes": decoders},
+        "predictors int8 (the tails stay fp32)": {"exclude_nodes": predictors_int8},
+        "tails and predictors int8 (normalisation and stem fp32)": {"exclude_nodes": norm_and_stem},
         "op types: Conv only": {"op_types": ["Conv"]},
         "no quant_pre_process": {"preprocess": False},
     }
@@ -499,7 +501,7 @@ def _qoperator(src: Path, dst: Path, reader) -> None:
 
     model = onnx.load(str(src))
     name_unnamed_nodes(model)
-    exclude = input_normalisation_nodes(model) + output_tail_nodes(model, include_predictors=True)
+    exclude = default_fp32_nodes(model)
     with tempfile.TemporaryDirectory() as tmp:
         named = Path(tmp) / "m.onnx"
         onnx.save(model, str(named))

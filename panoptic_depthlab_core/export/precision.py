@@ -257,8 +257,8 @@ def quantize_int8(
     convs and the backbone's stem stay fp32 (``default_fp32_nodes``, module docstring); a
     callable gets the graph that is quantized (after pre-processing, which renames and fuses
     nodes). ``preprocess``: ONNX Runtime's ``quant_pre_process`` (shape inference + graph
-    optimisation) first. ``op_types``: the op types
-    to quantize (None = every type ONNX Runtime can quantize).
+    optimisation) first. ``op_types``: the op types to quantize (None = every type ONNX Runtime
+    can quantize).
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 

@@ -208,7 +208,7 @@ def test_stem_nodes_of_mobilenet_and_resnet_stems() -> None:
         "out",
     )  # fmt: skip
     assert stem_nodes(mobilenet) == ["stem_conv", "stem_hs", "stem_mul", "dw_conv", "residual"]
-    # detectron2's ResNet stem: conv, ReLU, max-pool, read by res2's first conv and its shortcut
+    # a torchvision-style ResNet stem: conv, ReLU, max-pool, read by res2's first conv and its shortcut
     resnet = _graph(
         normalisation + [
             node("Conv", ["x", "w0"], ["c0"], "conv1"),
