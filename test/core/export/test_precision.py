@@ -365,3 +365,12 @@ def test_sensitivity_probe_takes_one_activation_off_int8(tiny_files) -> None:
     error_weights_only = np.abs(offsets(none) - reference).mean()
     assert np.isfinite(offsets(one)).all()
     assert error_weights_only < 0.7 * error_int8, (error_weights_only, error_int8)  # measured: 0.50x
+    # the probe over the first activations (all of them: ~40 s): one entry each, ranked by gain,
+    # files compared alike
+    probed = activations[:12]
+    report = bench.sensitivity(files["fp32"], files["int8"], [image], 1, {"fp32 itself": files["fp32"]}, probed)
+    assert report["activations"] == len(probed) and set(report["per_tensor"]) == set(probed)
+    gains = [v["gain"] for v in report["per_tensor"].values()]
+    assert gains == sorted(gains, reverse=True) and gains[0] > 0
+    assert report["compared_files"]["fp32 itself"]["semantic_agreement"] == 1.0
+    assert report["compared_files"]["fp32 itself"]["offset_px"] == 0.0
