@@ -418,8 +418,7 @@ def levers(paths, reader, inputs, threads, args, work: Path, out: Path) -> dict:
 
 def _stem_int8(model: onnx.ModelProto) -> list[str]:
     """The default fp32 nodes without the stem's (the stem quantized like the rest)."""
-    stem = set(stem_nodes(model))
-    return [n for n in default_fp32_nodes(model) if n not in stem]
+    return default_fp32_nodes(model, stem=False)
 
 
 def without_activation_qdq(model: onnx.ModelProto, tensors: set[str]) -> onnx.ModelProto:

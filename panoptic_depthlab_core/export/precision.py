@@ -339,11 +339,13 @@ def quantize_int8(
     return path
 
 
-def default_fp32_nodes(model: onnx.ModelProto) -> list[str]:
+def default_fp32_nodes(model: onnx.ModelProto, stem: bool = True) -> list[str]:
     """What an int8 file keeps in fp32 by default (module docstring): the input normalisation, the
-    output tails with the heads' predictor convs, and the backbone's stem with its readers."""
+    output tails with the heads' predictor convs, and (``stem``) the backbone's stem with its
+    readers. ``stem=False``: the stem quantized too, the default before the sensitivity analysis
+    (the benchmark compares the two)."""
     nodes = input_normalisation_nodes(model) + output_tail_nodes(model, include_predictors=True)
-    return list(dict.fromkeys(nodes + stem_nodes(model)))
+    return list(dict.fromkeys(nodes + (stem_nodes(model) if stem else [])))
 
 
 # ------------------------------------------------------------------------------------- parity

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from panoptic_depthlab_core.export.calibration import CalibrationDataReader, SyntheticSource
 from panoptic_depthlab_core.export.onnx_export import export_onnx, onnx_parity, realistic_test_image
+from panoptic_depthlab_core.export.precision import default_fp32_nodes, precision_parity, quantize_int8
 from panoptic_depthlab_core.model import OUTPUT_NAMES, build_model
 from panoptic_depthlab_core.predictor import DEFAULT_CONFIG, DEFAULT_WEIGHTS, load_pipeline_config
 from panoptic_depthlab_core.weights import load_model_weights
@@ -38,9 +40,6 @@ def test_default_model_int8_keeps_its_stem_fp32(tmp_path: Path) -> None:
     """The stem rule on the real weights: the default int8 file (stem fp32) agrees with fp32 far
     better than the same calibration with the stem quantized (docs/precision.md: the stem's output
     is the most sensitive tensor)."""
-    from panoptic_depthlab_core.export.calibration import CalibrationDataReader, SyntheticSource
-    from panoptic_depthlab_core.export.precision import default_fp32_nodes, precision_parity, quantize_int8, stem_nodes
-
     cfg = load_pipeline_config(DEFAULT_CONFIG)
     hw = (cfg.input.height, cfg.input.width)
     model = build_model(cfg.model)
@@ -50,11 +49,9 @@ def test_default_model_int8_keeps_its_stem_fp32(tmp_path: Path) -> None:
     reader = CalibrationDataReader(SyntheticSource(seed=1, count=8, size=hw), hw)
     default = quantize_int8(fp32, tmp_path / "int8.onnx", reader)
 
-    def stem_int8(graph):
-        stem = set(stem_nodes(graph))
-        return [n for n in default_fp32_nodes(graph) if n not in stem]
-
-    stem_quantized = quantize_int8(fp32, tmp_path / "int8_stem.onnx", reader, exclude_nodes=stem_int8)
+    stem_quantized = quantize_int8(
+        fp32, tmp_path / "int8_stem.onnx", reader, exclude_nodes=lambda graph: default_fp32_nodes(graph, stem=False)
+    )
     frames = [
         torch.from_numpy(f).permute(2, 0, 1)[None].float() for f in SyntheticSource(seed=7, count=2, size=hw).images(2)
     ]  # val's seed; the file has a fixed batch of 1
