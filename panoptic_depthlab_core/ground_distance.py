@@ -250,12 +250,12 @@ def ground_contacts(
             reason = "image_border"
         elif frac_hidden[i] > cfg.occluded_fraction:
             reason = "occluded"
-        elif frac_near_border[i] > cfg.occluded_fraction:
-            reason = "near_border"
         elif not valid[i]:
             reason = "above_horizon"
         elif z[i] > cfg.max_distance_m:
             reason = "too_far"
+        elif frac_near_border[i] > cfg.occluded_fraction:  # after the geometry: z is finite here
+            reason = "near_border"
         else:
             reason = ""
         zi, ui, vi = float(z[i]), float(u_contact[i]), float(v_contact[i])
@@ -309,9 +309,10 @@ def apply_ground_distance(
                 segments.append(replace(seg, distance_m=contact.distance_m, position_xyz_m=contact.position_xyz_m,
                                         distance_source="ground", distance_reliable=contact.reliable))
             continue
-        # A near-border contact is doubtful alone (ground only: unreliable) but still informs a fusion,
-        # which the decoder's own distance keeps in check; dropping it makes the published position
-        # jump between "fused" and "depth" as a mask's bottom grazes the margin.
+        # A near-border contact is doubtful alone (ground only: unreliable) but still informs a fusion
+        # (weighted like any contact: near the bottom the ground distance's variance is small, so it
+        # dominates); dropping it makes the published position jump between "fused" and "depth" as a
+        # mask's bottom grazes the margin. Its distance is finite: ground_contacts marks geometry first.
         usable = contact is not None and (contact.reliable or contact.reason == "near_border")
         if not usable or not math.isfinite(depth_d) or K is None:
             segments.append(seg)

@@ -231,3 +231,11 @@ def test_near_border_contact_is_fused_but_not_trusted_alone() -> None:
     apply_ground_distance(alone, mount, depth_trained=False)
     car = next(s for s in alone.segments if s.id == 13001)
     assert car.distance_source == "ground" and not car.distance_reliable
+    # pitched far up, that contact row is above the horizon: the geometry decides (no NaN is fused),
+    # the decoder's distance stays
+    up = CameraMount(1.5, -0.6)
+    assert ground_contacts(ids, K, up)[13001].reason == "above_horizon"
+    tilted = _result_with_depth(ids, depth, K)
+    apply_ground_distance(tilted, up, depth_trained=True)
+    car = next(s for s in tilted.segments if s.id == 13001)
+    assert car.distance_source == "depth" and car.distance_m == pytest.approx(5.0)
