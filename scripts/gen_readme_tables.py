@@ -32,6 +32,8 @@ sys.path.insert(0, str(REPO))
 from panoptic_depthlab_ros.params import CONFIGURE_TIME_PARAMETERS, parameter_specs  # noqa: E402
 
 TARGETS = (REPO / "README.md", REPO / "docs" / "ros.md", REPO / "docs" / "precision.md")
+# The shipped parameter file: its comment lines are generated too (render_yaml).
+PARAMETERS_YAML = REPO / "config" / "panoptic_depthlab.yaml"
 # The precision table's one machine (docs/performance.md: one machine per table).
 PRECISION_RESULTS = REPO / "benchmarks" / "results" / "precision_cpu2-amd-epyc.json"
 # The files the precision benchmark measures: what each is, how it is made, where it runs.
@@ -145,9 +147,7 @@ def precision_table() -> str:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for key, (what, made, runs) in PRECISION_FILES.items():
-        if key not in acc:
-            continue
-        a = acc[key]
+        a = acc[key]  # a JSON without one of the files is a broken run: fail, do not drop the row
         rows.append(
             f"| {what} | {made} | {runs} | {a['pq']:.2f} | {a['miou']:.2f} | {a['abs_rel']:.4f} | "
             f"{a['distance_mean_abs_m']:.2f} | {net[key]['ms_min_round']:.1f} | {speed[key]:.2f}x | "
@@ -185,6 +185,32 @@ def render(text: str) -> str:
     return text
 
 
+PARAMETER_LINE = re.compile(r"^(?P<indent> +)(?P<name>\w+): ", re.MULTILINE)
+
+
+def parameter_comment(name: str) -> str:
+    """The comment above ``name`` in the shipped parameter YAML: description, type, default, range."""
+    default, description, constraint = parameter_specs()[name]
+    spec = f"{type(default).__name__}, default {_value(default)}"
+    if isinstance(constraint, tuple) and constraint and isinstance(constraint[0], str):
+        spec += "; one of " + " | ".join(constraint)
+    elif constraint is not None:
+        spec += "; range " + _range(default, constraint)
+    return f"{description} ({spec})"
+
+
+def render_yaml(text: str) -> str:
+    """The shipped parameter YAML with each parameter's comment line (the line above it) rewritten
+    from params.py, so the file users copy never disagrees with the node."""
+    specs = parameter_specs()
+    lines = text.split("\n")
+    for i, line in enumerate(lines):
+        match = PARAMETER_LINE.match(line)
+        if match and match["name"] in specs and i > 0 and lines[i - 1].lstrip().startswith("# "):
+            lines[i - 1] = f"{match['indent']}# {parameter_comment(match['name'])}"
+    return "\n".join(lines)
+
+
 def blocks(text: str) -> dict[str, str]:
     """The generated blocks present in ``text``, by name."""
     return {name: m.group(2) for name in TABLES if (m := block_pattern(name).search(text))}
@@ -195,9 +221,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="exit 1 if a file's tables are stale")
     args = parser.parse_args(argv)
     stale = []
-    for path in TARGETS:
+    for path in TARGETS + (PARAMETERS_YAML,):
         text = path.read_text()
-        new = render(text)
+        new = render_yaml(text) if path == PARAMETERS_YAML else render(text)
         if new != text:
             stale.append(str(path.relative_to(REPO)))
             if not args.check:

@@ -90,3 +90,16 @@ def test_output_types_equal_the_nodes():
         k: v for k, v in gen.OUTPUT_MESSAGE_TYPES.items() if k != "label_info"
     }
     assert gen.OUTPUT_MESSAGE_TYPES["label_info"] == "vision_msgs/LabelInfo"
+
+
+def test_the_parameter_yaml_comments_are_generated():
+    from panoptic_depthlab_ros.params import PARAMETER_NAMES
+
+    text = gen.PARAMETERS_YAML.read_text()
+    assert gen.render_yaml(text) == text
+    lines = text.splitlines()
+    for name in PARAMETER_NAMES:
+        index = next(i for i, line in enumerate(lines) if line.strip().startswith(f"{name}: "))
+        assert lines[index - 1].strip() == f"# {gen.parameter_comment(name)}", name
+    stale = text.replace("(bool, default true)\n    tracking: true", "(bool, default false)\n    tracking: true")
+    assert stale != text and gen.render_yaml(stale) == text
