@@ -221,13 +221,15 @@ class BagSource:
     def images(self, count: int) -> Iterator[np.ndarray]:
         for topic, i, _, deserialize in self._messages(count):
             try:
-                rgb = image_message_to_rgb(deserialize())
-            except ImageConversionError as exc:
-                raise ValueError(f"bag {self.path} topic {topic} message {i}: {exc}") from exc
+                msg = deserialize()
             except Exception as exc:  # rosbags' CDR errors on a damaged message
                 raise ValueError(
                     f"bag {self.path} topic {topic} message {i}: cannot deserialize: {type(exc).__name__}: {exc}"
                 ) from exc
+            try:
+                rgb = image_message_to_rgb(msg)
+            except ImageConversionError as exc:
+                raise ValueError(f"bag {self.path} topic {topic} message {i}: {exc}") from exc
             yield rgb
 
     def fingerprint_update(self, h, count: int) -> None:

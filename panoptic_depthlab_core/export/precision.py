@@ -247,9 +247,8 @@ def quantize_int8(
     ``reader``: a CalibrationDataReader (``get_next()`` -> ``{"images": batch}`` / None; its
     ``description``, ``num_images`` and ``fingerprint()`` go into the metadata when it has them).
     ``method``: percentile (99.99 % of each activation's histogram) by default: on the default model it
-    agrees with fp32 far better than MinMax (semantic argmax 99.1 vs 98.2 %, depth relative error 2.2
-    vs 5.2 %, docs/precision.md), because a few outlier activations otherwise stretch the 8-bit
-    range; it calibrates slower (histograms).
+    agrees with fp32 better than MinMax or entropy (docs/precision.md, the lever table), because a
+    few outlier activations otherwise stretch the 8-bit range; it calibrates slower (histograms).
     ``symmetric_activations``: int8 activations with zero point 0, the only form TensorRT builds from
     (its explicit quantization is symmetric); False gives uint8 asymmetric activations, which only
     ONNX Runtime on a CPU can use (and runs much faster there: its ReLUs fold into the zero point).

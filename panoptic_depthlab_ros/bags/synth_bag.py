@@ -57,8 +57,7 @@ def instance_ids_to_panoptic(instance_ids: np.ndarray) -> np.ndarray:
 def synthetic_drive_frames(seed: int, num_frames: int, size: tuple[int, int], fps: float) -> Iterator:
     """DriveFrames of the synthetic world's coherent drive (lazily rendered), with the exact motion."""
     drive = SyntheticDrive(seed, num_frames, size, fps=fps)
-    for index in range(num_frames):
-        frame = drive.render(index)
+    for frame, motion in drive.frames_with_motion():
         yield DriveFrame(
             rgb=frame.rgb,
             K=frame.K,
@@ -66,7 +65,7 @@ def synthetic_drive_frames(seed: int, num_frames: int, size: tuple[int, int], fp
             panoptic_ids=instance_ids_to_panoptic(frame.instance_ids),
             camera_height_m=frame.camera.height_m,
             camera_pitch_rad=frame.camera.pitch,
-            motion=drive.motion(index, frame),
+            motion=motion,
         )
 
 
