@@ -168,6 +168,7 @@ class DistanceAndTracking:
         self._last_log: dict[str, float] = {}
         self.policy = DistancePolicy("depth", "not configured")
         self.tracking = True
+        self.wants_3d = True  # use_camera_info: without it, frames without K are expected, no warning
         self._tracker_cfg = TrackerConfig()
         self.update_params(params)
 
@@ -184,6 +185,7 @@ class DistanceAndTracking:
                 for stream in self._streams.values():
                     stream.tracker.reset()
             self.tracking = bool(params.tracking)
+            self.wants_3d = bool(params.use_camera_info)
             self._tracker_cfg = cfg
             for stream in self._streams.values():
                 stream.tracker.cfg = cfg
@@ -316,12 +318,12 @@ class DistanceAndTracking:
 
     def warnings(self) -> list[str]:
         """What makes /diagnostics WARN: a depth decoder that persistently disagrees with the road,
-        and, while tracking, frames without CameraInfo (no 3D, no velocity)."""
+        and, while tracking with use_camera_info, frames without CameraInfo (no 3D, no velocity)."""
         with self._lock:
             found = []
             if self.policy.source == "fused" and self._health_ok is False:
                 found.append(f"depth decoder health: {self._health_message}")
-            if self.tracking and self.last_frame_had_k is False:
+            if self.tracking and self.wants_3d and self.last_frame_had_k is False:
                 found.append("no CameraInfo: no 3D positions, velocity or time to collision")
             return found
 

@@ -525,8 +525,7 @@ class PanopticDepthLabNode(LifecycleNode):
         warnings = []
         if tracking is not None:
             values.update(tracking.values())
-            # without use_camera_info no 3D output is wanted: frames without K are no warning then
-            warnings = [w for w in tracking.warnings() if params.use_camera_info or "CameraInfo" not in w]
+            warnings = tracking.warnings()
         status = node_status(
             f"{self.get_fully_qualified_name()}: panoptic_depthlab", params.device, self._state_label, snap, values,
             warnings,

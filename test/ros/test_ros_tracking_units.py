@@ -104,6 +104,10 @@ def test_no_camera_info_no_3d_no_velocity_and_a_warning():
     assert messages["detections"].detections[0].id == str(frame.tracks[1].track_id)
     assert tracking.values()["frames_without_3d"] == "1"
     assert any("no CameraInfo" in w for w in tracking.warnings())
+    # without use_camera_info no 3D output is wanted: the same frame is no warning
+    tracking.update_params(NodeParams(camera_height_m=1.3, use_camera_info=False))
+    tracking.process(_frame(with_k=False), _header(2_000_000_000))
+    assert not any("no CameraInfo" in w for w in tracking.warnings())
 
 
 def test_messages_carry_track_ids_velocity_and_source():
